@@ -1,0 +1,5 @@
+import sys
+
+from jaxsr.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per `jaxsr` subcommand: register(subparsers) and run(args) -> int."""

@@ -1,0 +1,1 @@
+"""NIfTI input/output that keeps geometry exact, and archive helpers."""

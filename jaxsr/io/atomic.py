@@ -1,0 +1,107 @@
+"""Atomic file output: a file appears under its final name whole, or not at all.
+
+Writers produce a temporary file in the destination folder (same filesystem, so
+the final rename is atomic), flush and fsync it, and only then move it into
+place. A process killed at any moment leaves at most a hidden temporary file,
+which `remove_stale_temporaries` cleans up on the next run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import secrets
+from typing import Iterator
+
+from jaxsr.errors import UserError
+
+TEMP_MARKER = ".jaxsr-tmp-"
+
+
+def temporary_name(path: pathlib.Path) -> pathlib.Path:
+    """A hidden sibling of `path` that keeps its suffixes (nibabel needs .nii.gz)."""
+    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    token = f"{os.getpid()}-{secrets.token_hex(4)}"
+    return path.with_name(f".{path.name}{TEMP_MARKER}{token}{suffix}")
+
+
+def _fsync_dir(folder: pathlib.Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[pathlib.Path]:
+    """Yields a temporary path to write; on success moves it to `path`.
+
+    Without `overwrite`, an existing `path` is an error before anything is
+    written, and the final move cannot clobber a file that appeared meanwhile
+    (hard link + unlink instead of rename). On any exception, the temporary file
+    is removed and nothing changes under `path`.
+    """
+    path = pathlib.Path(path)
+    if path.exists() and not overwrite:
+        raise UserError(f"{path}: output exists (pass --overwrite to replace it)")
+    folder = path.parent
+    if not folder.is_dir():
+        raise UserError(f"{folder}: output folder does not exist")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"{folder}: output folder is not writable")
+    tmp = temporary_name(path)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise RuntimeError(f"{tmp}: writer produced no file")
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise UserError(f"{path}: output exists (pass --overwrite to replace it)") from None
+            os.unlink(tmp)
+        _fsync_dir(folder)
+    except OSError as e:
+        _discard(tmp)
+        raise UserError(f"{path}: could not write ({e.strerror or e})") from e
+    except BaseException:
+        _discard(tmp)
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, overwrite: bool = False) -> pathlib.Path:
+    """Writes `data` to `path` atomically (see `atomic_output`)."""
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        tmp.write_bytes(data)
+    return pathlib.Path(path)
+
+
+def _discard(tmp: pathlib.Path) -> None:
+    with contextlib.suppress(OSError):
+        tmp.unlink()
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, recursive: bool = True) -> list[pathlib.Path]:
+    """Deletes temporary files left by a killed writer; returns what was removed."""
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        return []
+    pattern = f".*{TEMP_MARKER}*"
+    found = folder.rglob(pattern) if recursive else folder.glob(pattern)
+    removed = []
+    for p in sorted(found):
+        if p.is_file():
+            _discard(p)
+            removed.append(p)
+    return removed

@@ -1,0 +1,250 @@
+"""NIfTI volumes with their geometry: one small type, load, atomic save, reslicing.
+
+Slices lie along the third array axis; 4D arrays are (x, y, z, t). The geometry
+rule everything downstream relies on: after reslicing along z by a step `s`
+(s = 1/k for a factor k, or target_spacing / slice_spacing), output slice j lies
+at input slice coordinate j·s, so acquired slice i lands at output index i·k in
+exactly the same world position, oblique affines included.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import pathlib
+import zlib
+
+import nibabel as nib
+import numpy as np
+
+from jaxsr.errors import ConfigError, VolumeError
+from jaxsr.io.atomic import atomic_output
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def is_nifti_path(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Volume:
+    """A 3D (x, y, z) or 4D (x, y, z, t) image with its geometry.
+
+    `data` is float32 with any scl_slope/scl_inter applied. `header` is the
+    source header (kept so that qform/sform codes, units, pixdim[4] and the
+    description survive a round trip).
+    """
+
+    data: np.ndarray
+    affine: np.ndarray
+    header: nib.Nifti1Header
+    path: str | None = None
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along the three spatial array axes."""
+        return tuple(float(z) for z in self.header.get_zooms()[:3])
+
+    @property
+    def slice_spacing_mm(self) -> float:
+        return self.spacing[2]
+
+    @property
+    def n_slices(self) -> int:
+        return int(self.data.shape[2])
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.data.shape[3]) if self.data.ndim == 4 else 1
+
+    @property
+    def is_4d(self) -> bool:
+        return self.data.ndim == 4
+
+    @property
+    def frame_duration(self) -> float | None:
+        """pixdim[4], the time between frames in the header's time unit."""
+        return float(self.header["pixdim"][4]) if self.is_4d else None
+
+    @property
+    def name(self) -> str:
+        return pathlib.Path(self.path).name if self.path else "<memory>"
+
+    def with_data(self, data: np.ndarray, affine: np.ndarray | None = None) -> "Volume":
+        """A new Volume holding `data`, with the header updated to match.
+
+        The in-plane and slice spacing follow from `affine` (default: this
+        volume's); qform/sform codes, units, pixdim[4] and the rest of the header
+        are kept.
+        """
+        affine = self.affine if affine is None else np.asarray(affine, np.float64)
+        header = geometry_header(self.header, affine, data.shape)
+        return Volume(np.asarray(data, np.float32), affine.copy(), header, self.path)
+
+
+def geometry_header(header: nib.Nifti1Header, affine: np.ndarray, shape: tuple[int, ...]) -> nib.Nifti1Header:
+    """A copy of `header` for data of `shape` placed by `affine`."""
+    out = header.copy()
+    out.set_data_shape(shape)
+    out.set_data_dtype(np.float32)
+    qcode = int(header["qform_code"])
+    scode = int(header["sform_code"])
+    # set_qform recomputes pixdim[1:4] from the affine and keeps pixdim[4:]
+    # (time per frame), which is exactly what reslicing needs.
+    out.set_qform(affine, code=qcode if qcode > 0 else None)
+    if qcode == 0:
+        out["qform_code"] = 0
+    out.set_sform(affine, code=scode if scode > 0 else None)
+    if scode == 0:
+        out["sform_code"] = 0
+    zooms = list(out.get_zooms())
+    zooms[:3] = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    out.set_zooms(tuple(zooms))
+    return out
+
+
+def load(path: str | os.PathLike) -> Volume:
+    """Reads a 3D or 4D NIfTI file; every problem raises VolumeError naming it."""
+    path = pathlib.Path(path)
+    if not is_nifti_path(path):
+        raise VolumeError(path, "not a NIfTI file name (expected .nii or .nii.gz)")
+    if not path.is_file():
+        raise VolumeError(path, "no such file")
+    try:
+        image = nib.load(str(path))
+        if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
+            raise VolumeError(path, f"not a NIfTI image ({type(image).__name__})")
+        image = nib.Nifti1Image.from_image(image) if isinstance(image, nib.Nifti2Image) else image
+        shape = image.shape
+        _check_shape(path, shape)
+        data = np.asarray(image.get_fdata(dtype=np.float32))
+    except VolumeError:
+        raise
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise VolumeError(path, f"truncated or corrupt compressed data ({e})") from None
+    except nib.filebasedimages.ImageFileError:
+        raise VolumeError(path, "not a NIfTI file (unrecognised header)") from None
+    except (OSError, ValueError, TypeError) as e:
+        raise VolumeError(path, f"unreadable NIfTI ({e})") from None
+    if not np.all(np.isfinite(data)):
+        bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
+        raise VolumeError(path, f"{bad} voxel(s) are NaN or Inf")
+    affine = np.asarray(image.affine, np.float64)
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise VolumeError(path, "the affine is singular or not finite")
+    header = image.header.copy()
+    # nibabel moves scl_slope/scl_inter into the data proxy on load; keep them in
+    # the header so that --keep-dtype writes the source's stored values back.
+    slope, inter = getattr(image.dataobj, "slope", 1.0), getattr(image.dataobj, "inter", 0.0)
+    if np.issubdtype(image.get_data_dtype(), np.integer):
+        header.set_slope_inter(float(slope), float(inter))
+    return Volume(data, affine, header, str(path))
+
+
+def _check_shape(path: pathlib.Path, shape: tuple[int, ...]) -> None:
+    if len(shape) < 3:
+        raise VolumeError(path, f"a {len(shape)}D image {tuple(shape)}; expected 3D (x, y, z) or 4D (x, y, z, t)")
+    if len(shape) > 4:
+        raise VolumeError(path, f"a {len(shape)}D image {tuple(shape)}; expected 3D (x, y, z) or 4D (x, y, z, t)")
+    if min(shape) < 1:
+        raise VolumeError(path, f"empty image {tuple(shape)}")
+    if shape[2] < 2:
+        raise VolumeError(path, f"a single slice (shape {tuple(shape)}); through-plane interpolation needs at least 2")
+
+
+def save(volume: Volume, path: str | os.PathLike, *, overwrite: bool = False, dtype=np.float32) -> pathlib.Path:
+    """Writes `volume` atomically; never replaces an existing file unless asked.
+
+    float dtypes are written as is (scl_slope cleared). For an integer `dtype`
+    the data is rounded and clipped to its range, using the source header's
+    scl_slope/scl_inter when it had them so the stored values round-trip.
+    """
+    path = pathlib.Path(path)
+    if not is_nifti_path(path):
+        raise VolumeError(path, "output name must end in .nii or .nii.gz")
+    image = to_nifti_image(volume, dtype)
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        image.to_filename(str(tmp))
+    return path
+
+
+def to_nifti_image(volume: Volume, dtype=np.float32) -> nib.Nifti1Image:
+    dtype = np.dtype(dtype)
+    header = geometry_header(volume.header, volume.affine, volume.data.shape)
+    header.set_data_dtype(dtype)
+    data = volume.data
+    if np.issubdtype(dtype, np.integer):
+        slope, inter = volume.header.get_slope_inter()
+        slope = 1.0 if slope is None or not np.isfinite(slope) or slope == 0 else float(slope)
+        inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
+        info = np.iinfo(dtype)
+        raw = np.clip(np.rint((data - inter) / slope), info.min, info.max).astype(dtype)
+        header.set_slope_inter(slope, inter)
+        data = raw
+    else:
+        data = data.astype(dtype)
+        header.set_slope_inter(np.nan, np.nan)
+    image = nib.Nifti1Image(data, volume.affine, header)
+    # The constructor may touch the codes; put the source's back.
+    image.header["qform_code"] = header["qform_code"]
+    image.header["sform_code"] = header["sform_code"]
+    if np.issubdtype(dtype, np.integer):
+        # An integer array with the header's slope is written as is: the stored
+        # integers keep the source's scaling instead of nibabel choosing a new one.
+        image.header.set_slope_inter(header["scl_slope"], header["scl_inter"])
+    return image
+
+
+def output_positions(
+    n_slices: int,
+    *,
+    factor: int | None = None,
+    spacing: float | None = None,
+    slice_spacing_mm: float | None = None,
+) -> np.ndarray:
+    """Input-slice coordinates of every output slice, first to last acquired slice.
+
+    factor k: k - 1 new slices between each pair (acquired slice i at output
+    index i·k). spacing s mm: slices every s / slice_spacing_mm input slices,
+    starting at slice 0 and never extrapolating past the last one.
+    """
+    if (factor is None) == (spacing is None):
+        raise ConfigError("give exactly one of factor and spacing")
+    if n_slices < 2:
+        raise ConfigError(f"{n_slices} slice(s): through-plane interpolation needs at least 2")
+    if factor is not None:
+        if int(factor) != factor or factor < 1:
+            raise ConfigError(f"factor must be a positive integer, got {factor}")
+        factor = int(factor)
+        return np.arange((n_slices - 1) * factor + 1, dtype=np.float64) / factor
+    if slice_spacing_mm is None or slice_spacing_mm <= 0:
+        raise ConfigError("spacing needs the volume's slice spacing")
+    if not np.isfinite(spacing) or spacing <= 0:
+        raise ConfigError(f"spacing must be a positive number of mm, got {spacing}")
+    step = float(spacing) / float(slice_spacing_mm)
+    count = int(np.floor((n_slices - 1) / step + 1e-9)) + 1
+    return np.arange(count, dtype=np.float64) * step
+
+
+def resliced_affine(affine: np.ndarray, step: float) -> np.ndarray:
+    """Affine of a volume whose slice j lies at input slice coordinate j·step."""
+    out = np.array(affine, np.float64, copy=True)
+    out[:3, 2] = out[:3, 2] * float(step)
+    return out
+
+
+def resliced(volume: Volume, data: np.ndarray, step: float) -> Volume:
+    """`volume`'s geometry resliced along z by `step`, holding `data`."""
+    return volume.with_data(data, resliced_affine(volume.affine, step))
+
+
+def positions_step(positions: np.ndarray) -> float:
+    """The constant step of `positions` (as made by output_positions)."""
+    if len(positions) < 2:
+        return 1.0
+    steps = np.diff(positions)
+    if not np.allclose(steps, steps[0], rtol=1e-9, atol=1e-12):
+        raise ValueError("positions are not evenly spaced")
+    return float(steps[0])
