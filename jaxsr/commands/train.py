@@ -1,0 +1,48 @@
+"""`jaxsr train --config configs/NAME.py --workdir DIR --data DIR [--config.KEY=VALUE ...]`."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train the autoencoder (resumes when WORKDIR has a checkpoint)",
+        description=(
+            "Trains on the in-plane slices of DATA (an ACDC tree or a folder of NIfTI volumes). "
+            "Override any config value with --config.KEY=VALUE, e.g. --config.train.steps=200. "
+            "SIGTERM/SIGINT save a checkpoint and exit; the same command resumes."
+        ),
+    )
+    parser.add_argument("--config", required=True, type=pathlib.Path, help="a configs/*.py file with get_config()")
+    parser.add_argument("--workdir", required=True, type=pathlib.Path, help="checkpoints, metrics and the resolved config go here")
+    parser.add_argument("--data", required=True, type=pathlib.Path, help="ACDC folder or a folder of .nii/.nii.gz volumes")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (batch jobs)")
+    parser.set_defaults(func=run, accepts_extra=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from jaxsr import config as config_lib
+    from jaxsr import parallel
+    from jaxsr.errors import ConfigError
+    from jaxsr.train import loop
+
+    bad = [a for a in args.extra if not a.startswith("--config.")]
+    if bad:
+        raise ConfigError(f"unrecognized arguments: {' '.join(bad)}")
+    parallel.maybe_initialize_distributed()
+    config = config_lib.load_config(args.config, args.extra)
+    try:
+        result = loop.train(config, args.workdir, args.data, show_progress=not args.no_progress)
+    except loop.Preempted:
+        return 143
+    val = result["val"]
+    if val:
+        print(
+            f"jaxsr train: done; validation reconstruction PSNR {val['recon_psnr']:.2f} dB"
+            + (f", interpolation PSNR {val['interp_psnr']:.2f} dB" if "interp_psnr" in val else "")
+            + f"; checkpoints in {args.workdir}"
+        )
+    return 0

@@ -1,0 +1,1 @@
+"""Training: state, the jitted step, the loop and checkpoints."""

@@ -1,0 +1,94 @@
+"""Loss and the one jitted, data-parallel train step."""
+
+from __future__ import annotations
+
+import functools
+
+import dm_pix
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+
+def make_optimizer(optim_cfg, total_steps: int) -> optax.GradientTransformation:
+    lr = float(optim_cfg.learning_rate)
+    warmup = int(optim_cfg.get("warmup_steps", 0))
+    if optim_cfg.get("schedule", "constant") == "cosine":
+        schedule = optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup, 1), max(total_steps, warmup + 1), end_value=lr * 0.05)
+    elif warmup:
+        schedule = optax.linear_schedule(0.0, lr, warmup)
+    else:
+        schedule = lr
+    parts = []
+    if float(optim_cfg.get("clip_norm", 0.0)) > 0:
+        parts.append(optax.clip_by_global_norm(float(optim_cfg.clip_norm)))
+    parts.append(optax.adam(schedule))
+    return optax.chain(*parts)
+
+
+def losses(model, batch: dict, loss_cfg) -> tuple[jax.Array, dict]:
+    """MSE reconstruction, plus the triplet interpolation loss when weighted."""
+    x = batch["image"]
+    recon = model(x)
+    mse = jnp.mean((recon - x) ** 2)
+    total, metrics = mse, {"recon_mse": mse}
+    w_mse = float(loss_cfg.get("interp_weight", 0.0))
+    w_ssim = float(loss_cfg.get("interp_ssim_weight", 0.0))
+    if (w_mse or w_ssim) and "triplet" in batch:
+        t = batch["triplet"]
+        z = model.encode(jnp.concatenate([t[..., 0:1], t[..., 2:3]], axis=0))
+        z0, z2 = jnp.split(z, 2, axis=0)
+        middle = model.decode(0.5 * z0 + 0.5 * z2)
+        target = t[..., 1:2]
+        interp_mse = jnp.mean((middle - target) ** 2)
+        metrics["interp_mse"] = interp_mse
+        total = total + w_mse * interp_mse
+        if w_ssim:
+            ssim = jnp.mean(dm_pix.ssim(jnp.clip(middle, 0, 1), target, max_val=1.0))
+            metrics["interp_ssim"] = ssim
+            total = total + w_ssim * (1.0 - ssim)
+    metrics["loss"] = total
+    return total, metrics
+
+
+def train_step(model, optimizer, batch, loss_cfg):
+    def loss_fn(m):
+        return losses(m, batch, loss_cfg)
+
+    (loss, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+    optimizer.update(model, grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
+    return metrics
+
+
+def build_step(graphdef, loss_cfg):
+    """One jit of a pure function of (state, batch); the state buffers are donated."""
+
+    @functools.partial(jax.jit, donate_argnums=(0,))
+    def step(state, batch):
+        model, optimizer = nnx.merge(graphdef, state)
+        model.train()
+        metrics = train_step(model, optimizer, batch, loss_cfg)
+        return nnx.state((model, optimizer)), metrics
+
+    return step
+
+
+def build_eval(graphdef_model):
+    @jax.jit
+    def evaluate(model_state, batch):
+        model = nnx.merge(graphdef_model, model_state)
+        model.eval()
+        x = batch["image"]
+        recon = model(x)
+        out = {"recon_mse": jnp.mean((recon - x) ** 2, axis=(1, 2, 3)), "recon_psnr": dm_pix.psnr(jnp.clip(recon, 0, 1), x)}
+        if "triplet" in batch:
+            t = batch["triplet"]
+            z0, z2 = model.encode(t[..., 0:1]), model.encode(t[..., 2:3])
+            middle = jnp.clip(model.decode(0.5 * z0 + 0.5 * z2), 0, 1)
+            out["interp_psnr"] = dm_pix.psnr(middle, t[..., 1:2])
+            out["interp_mse"] = jnp.mean((middle - t[..., 1:2]) ** 2, axis=(1, 2, 3))
+        return out
+
+    return evaluate

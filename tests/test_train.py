@@ -1,0 +1,119 @@
+"""Training: the step learns, data parallelism is exact, resume is exact, the NaN guard, configs."""
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+from scipy import ndimage
+
+from jaxsr import parallel
+from jaxsr.config import apply_override, load_config
+from jaxsr.errors import ConfigError
+from jaxsr.train import loop
+from jaxsr.train import step as step_lib
+
+
+def smooth_stacks(n=3, seed=0, shape=(40, 36, 5, 2)):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        x = ndimage.gaussian_filter(rng.random(shape), (3, 3, 1, 0))
+        out.append(((x - x.min()) / np.ptp(x)).astype(np.float32))
+    return out
+
+
+def tiny(*overrides):
+    return load_config("configs/tiny.py", list(overrides))
+
+
+def params_of(state):
+    model_state = state[0]
+    return {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(nnx.to_pure_dict(model_state))}
+
+
+def run_steps(config, batch, devices, n):
+    model, optimizer = loop.create_state(config)
+    graphdef, state = nnx.split((model, optimizer))
+    mesh = parallel.make_mesh(devices)
+    state = jax.device_put(state, NamedSharding(mesh, P()))
+    step = step_lib.build_step(graphdef, config.loss)
+    losses = []
+    for _ in range(n):
+        b = {k: jax.device_put(v, NamedSharding(mesh, P("data"))) for k, v in batch.items()}
+        state, metrics = step(state, b)
+        losses.append(float(metrics["loss"]))
+    return state, losses
+
+
+@pytest.fixture(scope="module")
+def fixed_batch():
+    from jaxsr.train.batches import sample_batch
+
+    return sample_batch(smooth_stacks(), tiny().data, batch_size=8, seed=0, step=0, triplets=True)
+
+
+def test_loss_falls_on_a_fixed_batch(fixed_batch):
+    _, losses = run_steps(tiny(), fixed_batch, jax.devices(), 12)
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_eight_devices_match_one(fixed_batch):
+    assert jax.device_count() == 8
+    state8, losses8 = run_steps(tiny(), fixed_batch, jax.devices(), 3)
+    state1, losses1 = run_steps(tiny(), fixed_batch, jax.devices()[:1], 3)
+    np.testing.assert_allclose(losses8, losses1, rtol=1e-5)
+    p8, p1 = params_of(state8), params_of(state1)
+    worst = max(float(np.max(np.abs(p8[k] - p1[k]))) for k in p8)
+    assert worst < 1e-5, worst
+
+
+def test_batch_is_sharded_and_params_replicated(fixed_batch):
+    state, _ = run_steps(tiny(), fixed_batch, jax.devices(), 1)
+    leaf = jax.tree.leaves(state)[0]
+    assert leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == 8
+
+
+def test_interrupted_and_resumed_run_equals_straight_run(tmp_path):
+    stacks, val = smooth_stacks(seed=1), smooth_stacks(1, seed=2)
+    config = tiny("--config.train.steps=4", "--config.train.checkpoint_every=100")
+    straight = loop.train(config, tmp_path / "a", None, stacks=stacks, val_stacks=val, show_progress=False)
+    loop.train(config, tmp_path / "b", None, stacks=stacks, val_stacks=val, show_progress=False, stop_after=2)
+    assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir() if p.name.isdigit()) == ["2"]
+    resumed = loop.train(config, tmp_path / "b", None, stacks=stacks, val_stacks=val, show_progress=False)
+    a, b = params_of(straight["state"]), params_of(resumed["state"])
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    # Resuming the same run on half the devices continues it (to float tolerance).
+    loop.train(config, tmp_path / "c", None, stacks=stacks, val_stacks=val, show_progress=False, stop_after=2)
+    other = loop.train(config, tmp_path / "c", None, stacks=stacks, val_stacks=val, show_progress=False, devices=jax.devices()[:4])
+    c = params_of(other["state"])
+    assert max(float(np.max(np.abs(a[k] - c[k]))) for k in a) < 1e-4
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    stacks, val = smooth_stacks(seed=1), smooth_stacks(1, seed=2)
+    config = tiny("--config.train.steps=4", "--config.train.checkpoint_every=1")
+    loop.train(config, tmp_path, None, stacks=stacks, val_stacks=val, show_progress=False, stop_after=2)
+    poisoned = [np.full_like(s, np.nan) for s in stacks]
+    with pytest.raises(loop.NonFiniteLoss, match="step 3.*last good checkpoint.*step 2"):
+        loop.train(config, tmp_path, None, stacks=poisoned, val_stacks=val, show_progress=False)
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())[-1] == 2
+
+
+def test_config_overrides():
+    config = tiny("--config.train.steps=7", "--config.optim.learning_rate=2e-4", "--config.data.rot90=false", "--config.model.dtype=bfloat16", "--config.data.gamma_range=(0.9,1.1)")
+    assert config.train.steps == 7 and config.optim.learning_rate == 2e-4
+    assert config.data.rot90 is False and config.model.dtype == "bfloat16" and tuple(config.data.gamma_range) == (0.9, 1.1)
+    for bad, message in [
+        ("--config.train.stepz=3", "unknown key 'stepz'"),
+        ("--config.train.steps=many", "expected a int"),
+        ("--config.train.steps=1.5", "expected a int"),
+        ("--config.data.rot90=3", "expected a bool"),
+        ("--config.train.steps", "expected --config.KEY=VALUE"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            apply_override(tiny(), bad)
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config("configs/nope.py")
