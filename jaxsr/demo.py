@@ -1,0 +1,160 @@
+"""The demo: phantom data -> training -> evaluation -> upsampling -> report.
+
+Each stage leaves its result in a sub-folder of the demo folder and is skipped
+when that result is already there, so a second `make demo` finishes in
+seconds and an interrupted one continues where it stopped (training resumes
+from its last checkpoint).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import pathlib
+import shutil
+import time
+
+from jaxsr.errors import UserError
+
+log = logging.getLogger(__name__)
+
+MARKER = ".jaxsr-demo"
+REPO_CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
+DEMO_PATIENTS = 24
+DEMO_SEED = 2021
+QUICK_PATIENTS = 8
+QUICK_OVERRIDES = (
+    "--config.train.steps=4",
+    "--config.train.batch_size=8",
+    "--config.train.eval_every=4",
+    "--config.train.checkpoint_every=4",
+    "--config.train.eval_batches=1",
+    "--config.data.crop_size=32",
+    "--config.model.num_blocks=2",
+    "--config.model.base_features=4",
+    "--config.model.bottleneck_features=8",
+    "--config.model.latent_features=8",
+)
+
+
+@dataclasses.dataclass
+class DemoResult:
+    out_dir: pathlib.Path
+    data_dir: pathlib.Path
+    workdir: pathlib.Path
+    report_dir: pathlib.Path
+    upsampled: pathlib.Path
+    summary: dict
+    summary_text: str
+    seconds: dict
+
+
+def prepare_out_dir(out: pathlib.Path, fresh: bool) -> None:
+    """Creates the demo folder; only ever deletes a folder an earlier demo made."""
+    marker = out / MARKER
+    if out.exists() and any(out.iterdir()) and not marker.exists():
+        raise UserError(f"{out}: exists and was not made by `jaxsr demo`; choose another --out")
+    if fresh and marker.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text("made by jaxsr demo; `jaxsr demo --fresh` may delete this folder\n")
+
+
+def run_demo(
+    out: pathlib.Path,
+    *,
+    fresh: bool = False,
+    quick: bool = False,
+    config_path: pathlib.Path | None = None,
+    overrides: list[str] | None = None,
+) -> DemoResult:
+    from jaxsr import config as config_lib
+    from jaxsr.data import datasets, phantom
+
+    out = pathlib.Path(out)
+    prepare_out_dir(out, fresh)
+    seconds = {}
+
+    t0 = time.perf_counter()
+    data_dir = out / "phantom"
+    if not (data_dir / "phantom.json").exists():
+        if data_dir.exists():
+            shutil.rmtree(data_dir)
+        log.info("writing the phantom dataset to %s", data_dir)
+        phantom.write_phantom_dataset(data_dir, QUICK_PATIENTS if quick else DEMO_PATIENTS, DEMO_SEED)
+    seconds["phantom"] = time.perf_counter() - t0
+
+    config_path = config_path or REPO_CONFIGS / "phantom_demo.py"
+    all_overrides = list(QUICK_OVERRIDES if quick else ()) + list(overrides or ())
+    config = config_lib.load_config(str(config_path), all_overrides)
+
+    t0 = time.perf_counter()
+    workdir = out / "train"
+    _train(config, workdir, data_dir)
+    seconds["train"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    report_dir = out / "report"
+    summary = _evaluate(workdir, data_dir, report_dir, quick=quick)
+    seconds["evaluate"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    test_volumes = datasets.volumes_for_split(data_dir, "test")
+    upsampled = _upsample(workdir, test_volumes[0], out / "upsampled")
+    seconds["upsample"] = time.perf_counter() - t0
+
+    (out / "timings.json").write_text(json.dumps(seconds, indent=2))
+    text = _summary_text(out, data_dir, workdir, report_dir, upsampled, summary, seconds)
+    return DemoResult(out, data_dir, workdir, report_dir, upsampled, summary, text, seconds)
+
+
+def _train(config, workdir: pathlib.Path, data_dir: pathlib.Path) -> None:
+    from jaxsr.train import loop
+
+    loop.train(config, workdir, data_dir)
+
+
+def _evaluate(workdir: pathlib.Path, data_dir: pathlib.Path, report_dir: pathlib.Path, *, quick: bool) -> dict:
+    from jaxsr import evaluate
+
+    summary_path = report_dir / "summary.json"
+    if summary_path.exists() and summary_path.stat().st_mtime >= _latest_checkpoint_mtime(workdir):
+        return json.loads(summary_path.read_text())
+    evaluate.run_evaluation(checkpoint=workdir, data_dir=data_dir, out_dir=report_dir, split="test", overwrite=True)
+    return json.loads(summary_path.read_text())
+
+
+def _latest_checkpoint_mtime(workdir: pathlib.Path) -> float:
+    times = [p.stat().st_mtime for p in workdir.rglob("*") if p.is_file()]
+    return max(times, default=0.0)
+
+
+def _upsample(workdir: pathlib.Path, source: pathlib.Path, out_dir: pathlib.Path) -> pathlib.Path:
+    from jaxsr import reprocess
+    from jaxsr.train import checkpoint
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = source.name.replace(".nii.gz", "").replace(".nii", "")
+    target = out_dir / f"{name}_x2.nii.gz"
+    if target.exists() and target.stat().st_mtime >= _latest_checkpoint_mtime(workdir):
+        return target
+    model, config = checkpoint.load_for_inference(workdir)
+    reprocess.upsample_file(model, config, source, target, factor=2, checkpoint=workdir, overwrite=True)
+    return target
+
+
+def _summary_text(out, data_dir, workdir, report_dir, upsampled, summary, seconds) -> str:
+    from jaxsr import report
+
+    lines = [
+        "",
+        "jaxsr demo finished in %.0f s (%s)." % (sum(seconds.values()), ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())),
+        f"  phantom dataset : {data_dir}",
+        f"  training run    : {workdir}  (TensorBoard: tensorboard --logdir {workdir})",
+        f"  report          : {report_dir / 'index.html'}",
+        f"  upsampled x2    : {upsampled} (+ .json sidecar)",
+        "",
+        report.summary_table(summary),
+    ]
+    return "\n".join(lines)
