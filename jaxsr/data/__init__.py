@@ -1,0 +1,1 @@
+"""Data: readers (ACDC, folders), preprocessing, the phantom and training batches."""
