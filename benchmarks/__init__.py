@@ -1,0 +1,1 @@
+"""jaxsr benchmarks: `python -m benchmarks.run --suite ...` (see benchmarks/README.md)."""

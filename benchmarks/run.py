@@ -1,0 +1,108 @@
+"""One entry point for every benchmark suite.
+
+    python -m benchmarks.run --suite {train,input,upsample,reprocess,quality,all} [--quick] [--out FILE]
+
+Prints a table (one line per figure: median and min..max over the timed
+repeats, compile/first-call time apart) and writes JSON with the environment
+(backend, device kind and count, versions) and every suite's settings and
+figures. The same command runs on CPU, GPU and TPU over all local devices; see
+benchmarks/README.md for how to read the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import time
+import traceback
+from typing import Any
+
+SUITES = {
+    "train": "benchmarks.suite_train",
+    "input": "benchmarks.suite_input",
+    "upsample": "benchmarks.suite_upsample",
+    "reprocess": "benchmarks.suite_reprocess",
+    "quality": "benchmarks.suite_quality",
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", action="append", choices=sorted(SUITES) + ["all"],
+                        help="suite to run (repeatable); default all")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: every suite in seconds (a smoke run)")
+    parser.add_argument("--out", default="benchmark_results.json", help="JSON results file ('' for none)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="trained model for the quality suite (default: a briefly trained tiny model)")
+    parser.add_argument("--data-dir", default=None,
+                        help="ACDC tree or NIfTI folder for the quality/input suites (default: phantom)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per figure (default 5, quick 3)")
+    parser.add_argument("--batch-sizes", default=None, help="comma-separated global batch sizes for the train suite")
+    parser.add_argument("--dtypes", default=None, help="comma-separated compute dtypes (float32,bfloat16)")
+    parser.add_argument("--configs", default=None, help="comma-separated configs/NAME.py for the train suite")
+    parser.add_argument("--device-counts", default="1,2,4,8",
+                        help="device counts for the train suite's scaling figures ('' for none)")
+    parser.add_argument("--no-peer", action="store_true", help="skip the PyTorch peer")
+    parser.add_argument("--strict", action="store_true", help="stop at the first failing suite")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    return parser.parse_args(argv)
+
+
+def selected(args: argparse.Namespace) -> list[str]:
+    names = args.suite or ["all"]
+    if "all" in names:
+        return list(SUITES)
+    return list(dict.fromkeys(names))
+
+
+def run(argv: list[str] | None = None) -> dict[str, Any]:
+    """Runs the selected suites; returns the whole result (also written to --out)."""
+    args = parse_args(argv)
+    from benchmarks import common
+
+    result: dict[str, Any] = {
+        "command": "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "quick": args.quick,
+        "environment": common.environment(),
+        "suites": {},
+    }
+    for name in selected(args):
+        logging.getLogger(__name__).info("suite %s ...", name)
+        t0 = time.perf_counter()
+        try:
+            module = importlib.import_module(SUITES[name])
+            suite_result = module.run(args)
+        except Exception as error:  # a suite whose code is missing or broken must not hide the others
+            if args.strict:
+                raise
+            logging.getLogger(__name__).error("suite %s failed: %s", name, error)
+            suite_result = {"skipped": f"{type(error).__name__}: {error}".splitlines()[0][:300],
+                            "traceback": traceback.format_exc()}
+        suite_result["wall_s"] = time.perf_counter() - t0
+        result["suites"][name] = suite_result
+        common.write_json(result, args.out or None)  # partial results survive a later crash
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    from benchmarks import table
+
+    result = run(argv)
+    env = result["environment"]
+    print(f"{env['date']}  backend={env['backend']}  device={env['device_kind']} x{env['device_count']}  "
+          f"jax {env['versions'].get('jax')}  flax {env['versions'].get('flax')}  cpus={env['cpu_count']}")
+    print(table.render(result["suites"]))
+    if args.out:
+        print(f"JSON: {args.out}")
+    failed = [n for n, r in result["suites"].items() if "traceback" in r]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Input pipeline: tf.data training batches per second beside the train step's consumption.
+
+A phantom dataset (jaxsr.data.phantom) is made on the fly; its training volumes
+go through the project's pipeline (jaxsr.data.pipeline) to global batches of
+the paper's crops and augmentations. The figure is images/s delivered to the
+host, timed over several batches per repeat after the pipeline has warmed up
+(buffers filled). Beside it the train step's images/s at the same batch size
+and configuration: the run is input-bound when the pipeline is slower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pathlib
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+from benchmarks import common, suite_quality, suite_train, workloads
+
+log = logging.getLogger(__name__)
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    quick = args.quick
+    return {
+        "config": workloads.PAPER,
+        "tiny_model": quick,
+        "batch_size": 8 if quick else 32,
+        "crop_size": 32 if quick else 128,
+        "batches_per_repeat": 4 if quick else 20,
+        "repeats": args.repeats or (3 if quick else 5),
+        "patients": 4 if quick else 8,
+        "phantom_spec": {"fov_mm": (72.0, 80.0), "frames": (2, 3), "slices": (6, 8), "test_slices": (8, 10)}
+        if quick else {"frames": (10, 12)},
+        "fallback_shape": (64, 64, 6, 2) if quick else (160, 160, 10, 10),
+    }
+
+
+def batches(config, train_paths: list[pathlib.Path], s: dict[str, Any]):
+    """(iterator of host batches, which pipeline)."""
+    try:
+        from jaxsr.data import pipeline  # noqa: F401
+    except ImportError:
+        from benchmarks import standin
+
+        # Centre regions a little larger than the crop, so random crops still move.
+        images = suite_quality.training_images(train_paths, s["crop_size"] * 5 // 4, float(config.data.target_spacing_mm))
+        it = standin.tf_train_batches(images[..., 0], crop_size=s["crop_size"], batch_size=s["batch_size"])
+        return it, "benchmarks.standin.tf_train_batches (jaxsr.data.pipeline missing)"
+    raise NotImplementedError("jaxsr.data.pipeline integration pending")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import jax
+
+    s = settings(args)
+    config = suite_train.bench_config(s["config"], {"tiny_model": s["tiny_model"], "image_size": s["crop_size"]},
+                                      "float32")
+    with tempfile.TemporaryDirectory() as tmp:
+        train_paths, _, data = suite_quality.phantom_split(pathlib.Path(tmp) / "phantom", s)
+        t0 = time.perf_counter()
+        it, source = batches(config, train_paths, s)
+        first = next(it)
+        setup_s = time.perf_counter() - t0
+        for _ in range(s["batches_per_repeat"]):  # fill the shuffle and prefetch buffers
+            next(it)
+
+        def pull():
+            for _ in range(s["batches_per_repeat"]):
+                batch = next(it)
+            return batch
+
+        timing = common.time_repeats(pull, repeats=s["repeats"], warmup=1, block=lambda x: x)
+        # What the trainer itself feeds its step: jaxsr.train.batches.sample_batch (numpy, per step).
+        sampler = trainer_sampler(config, train_paths, s)
+    shape = tuple(np.asarray(first).shape)
+    devices = jax.local_devices()
+    context = {"config": s["config"] + (" (tiny)" if s["tiny_model"] else ""), "batch_size": s["batch_size"],
+               "image_size": s["crop_size"]}
+    pipe = common.figure("tf.data pipeline", timing, s["batches_per_repeat"] * s["batch_size"], "images",
+                         **context, note="host, " + source.split(" ")[0])
+    pipe["first_call_s"] = setup_s
+    figures = [pipe]
+    if sampler is not None:
+        sample_timing, sampler_source = sampler
+        figures.append(common.figure("trainer's batch sampler", sample_timing,
+                                     s["batches_per_repeat"] * s["batch_size"], "images", **context,
+                                     note="host, " + sampler_source))
+    m = suite_train.measure(config, s["batch_size"], devices, s["repeats"])
+    step = common.figure("train step consumption", m["timing"], s["batch_size"], "images", **context,
+                         dtype="float32", devices=len(devices))
+    figures.append(step)
+    feeds = {f["name"]: f["median"] / step["median"] for f in figures[:-1]}
+    return {"settings": s, "data": data, "pipeline": source, "batch_shape": shape,
+            "input_bound": pipe["median"] < step["median"],
+            "input_over_step": feeds, "step_source": m["step_source"], "figures": figures}
+
+
+def trainer_sampler(config, train_paths, s: dict[str, Any]):
+    """Timing of jaxsr.train.batches.sample_batch on the same volumes, or None without it."""
+    try:
+        from jaxsr.train import batches as batches_lib
+    except ImportError:
+        return None
+    from jaxsr.data.preprocess import preprocess_volume
+    from jaxsr.io.nifti import load
+
+    stacks = []
+    for path in train_paths:
+        stack, _ = preprocess_volume(load(path), target_mm=float(config.data.target_spacing_mm))
+        stacks.append(stack if stack.ndim == 4 else stack[..., None])
+    counter = {"step": 0}
+
+    def pull():
+        for _ in range(s["batches_per_repeat"]):
+            counter["step"] += 1
+            batch = batches_lib.sample_batch(stacks, config.data, batch_size=s["batch_size"], seed=0,
+                                             step=counter["step"], triplets=bool(config.data.get("triplets")))
+        return batch
+
+    timing = common.time_repeats(pull, repeats=s["repeats"], warmup=1, block=lambda x: x)
+    return timing, "jaxsr.train.batches.sample_batch (numpy, 1 thread)"

@@ -1,0 +1,140 @@
+"""Quality beside speed: SSIM, PSNR (dm-pix) and VIF of the autoencoder and the three baselines.
+
+Runs the paper's protocol through jaxsr.evaluate (drop every other slice,
+reconstruct it, score it against the dropped original; 'dropped' variant) on
+a held-out split: --data-dir's 'test' split, or phantom volumes made on the
+fly. The model is --checkpoint's, or else a tiny model trained briefly here on
+the phantom's training volumes (said in the JSON under 'model'): a quality
+*regression* check, not the paper's numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pathlib
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+from benchmarks import common, workloads
+
+log = logging.getLogger(__name__)
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    quick = args.quick
+    return {
+        "config": workloads.PAPER,
+        # Phantom patients; the last eighth (at least 1) are held out for testing, as the phantom defines.
+        "patients": 4 if quick else 12,
+        "phantom_spec": ({"fov_mm": (72.0, 80.0), "frames": (2, 3), "slices": (6, 8), "test_slices": (8, 10)}
+                         if quick else {"frames": (4, 6)}),
+        "fallback_shape": (64, 64, 6, 2) if quick else (96, 96, 8, 4),
+        "crop_size": 48 if quick else 64,  # VIF needs >= 41 pixels; divisible by 2**4
+        "train_steps": 40 if quick else 300,
+        "train_batch_size": 8,
+    }
+
+
+def phantom_split(folder: pathlib.Path, s: dict[str, Any]) -> tuple[list[pathlib.Path], list[pathlib.Path], dict]:
+    """(train, test) volumes of a phantom dataset made here; test = the phantom's held-out patients."""
+    try:
+        from jaxsr.data import phantom
+    except ImportError:  # only until jaxsr.data.phantom exists
+        paths = workloads.write_phantoms(folder, s["patients"], s["fallback_shape"], (1.4, 1.4, 10.0))
+        n_test = max(1, s["patients"] // 4)
+        return paths[:-n_test], paths[-n_test:], {"source": "benchmarks.workloads.phantom_volume (disc phantom)"}
+    spec = phantom.PhantomSpec(**s["phantom_spec"])
+    manifest = phantom.write_phantom_dataset(folder, s["patients"], seed=0, spec=spec)
+
+    def path(name):
+        return folder / "training" / name / f"{name}_4d.nii.gz"
+
+    return ([path(n) for n in manifest["train_patients"]], [path(n) for n in manifest["test_patients"]],
+            {"source": "jaxsr.data.phantom", "seed": 0, "spec": s["phantom_spec"],
+             "train_patients": manifest["train_patients"], "test_patients": manifest["test_patients"]})
+
+
+def training_images(paths: list[pathlib.Path], size: int, target_mm: float) -> np.ndarray:
+    """Every in-plane slice of every frame, preprocessed and centre-cropped: (N, size, size, 1)."""
+    from jaxsr.data.preprocess import preprocess_volume
+    from jaxsr.evaluate import crop_inplane
+    from jaxsr.io.nifti import load
+
+    images = []
+    for path in paths:
+        stack, _ = preprocess_volume(load(path), target_mm=target_mm)
+        stack = crop_inplane(stack, size)
+        images.append(np.transpose(stack, (2, 3, 0, 1)).reshape(-1, size, size))
+    return np.concatenate(images)[..., None].astype(np.float32)
+
+
+def model_for(args, s: dict[str, Any], train_paths: list[pathlib.Path]):
+    import jax
+
+    if getattr(args, "checkpoint", None):
+        from jaxsr.train.checkpoint import load_for_inference
+
+        model, config = load_for_inference(args.checkpoint)
+        return model, config, {"source": "checkpoint", "checkpoint": str(args.checkpoint)}
+    from benchmarks import trainer_adapter
+
+    config = workloads.tiny(workloads.load_config(s["config"]))
+    with config.unlocked():
+        config.data.crop_size = s["crop_size"]
+        config.optim.learning_rate = 3e-3  # a few hundred steps, not the paper's 1e-5 over days
+    images = training_images(train_paths, s["crop_size"], float(config.data.target_spacing_mm))
+    t0 = time.perf_counter()
+    devices = jax.local_devices()
+    batch = max(s["train_batch_size"], len(devices))
+    batch -= batch % len(devices)
+    model, losses, step_source = trainer_adapter.train_briefly(config, images, steps=s["train_steps"],
+                                                               batch_size=batch, devices=devices)
+    info = {"source": "briefly trained tiny model", "config": s["config"] + " (tiny)", "steps": s["train_steps"],
+            "batch_size": batch, "learning_rate": 3e-3, "training_images": int(images.shape[0]),
+            "first_loss": losses[0], "last_loss": losses[-1], "train_s": time.perf_counter() - t0,
+            "step_source": step_source, "model_source": workloads.model_source()}
+    return model, config, info
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from jaxsr import evaluate
+
+    s = settings(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        if getattr(args, "data_dir", None):
+            train_paths = evaluate.list_volumes(args.data_dir, "train")
+            test_paths = evaluate.list_volumes(args.data_dir, "test")
+            data = {"source": str(args.data_dir), "split": "test", "test_volumes": len(test_paths)}
+        else:
+            train_paths, test_paths, data = phantom_split(pathlib.Path(tmp) / "phantom", s)
+        model, config, model_info = model_for(args, s, train_paths)
+        methods = {evaluate.AE: evaluate.autoencoder_method(model), **evaluate.baseline_methods()}
+        t0 = time.perf_counter()
+        evaluation = evaluate.evaluate_volumes(test_paths, methods, evaluate.default_metrics(),
+                                               crop_size=s["crop_size"],
+                                               target_mm=float(config.data.get("target_spacing_mm", 1.4)),
+                                               n_examples=0, through_plane_factor=0)
+        eval_s = time.perf_counter() - t0
+    summary = evaluate.summarise(evaluation.scores)
+    block = summary["variants"][evaluate.PRIMARY]
+    figures, table = [], {}
+    for method, scores in block["methods"].items():
+        table[method] = {}
+        for metric in evaluate.METRICS:
+            stat = scores[metric]
+            table[method][metric] = stat
+            figures.append({"name": f"{method} {metric}", "unit": metric.upper() + (" dB" if metric == "psnr" else ""),
+                            "median": stat["median"], "min": stat["q25"], "max": stat["q75"],
+                            "iqr": stat["q75"] - stat["q25"], "repeats": stat["n"],
+                            "note": f"q25..q75 over {stat['n']} dropped slices"})
+    n_slices = evaluation.counts["slices_scored"]
+    figures.append({"name": "evaluation (all methods and metrics)", "unit": "slices/s",
+                    "median": n_slices / eval_s, "min": n_slices / eval_s, "max": n_slices / eval_s, "iqr": 0.0,
+                    "repeats": 1, "note": "one run, compile included"})
+    return {"settings": s, "data": data, "model": model_info, "variant": evaluate.PRIMARY,
+            "quality": table, "wilcoxon": block.get("wilcoxon"), "counts": evaluation.counts,
+            "evaluation_s": eval_s, "figures": figures}
