@@ -117,3 +117,38 @@ def test_config_overrides():
             apply_override(tiny(), bad)
     with pytest.raises(ConfigError, match="no such config file"):
         load_config("configs/nope.py")
+
+
+PREEMPT_SCRIPT = """
+import sys
+from jaxsr.config import load_config
+from jaxsr.train import loop
+from tests.test_train import smooth_stacks
+config = load_config("configs/tiny.py", ["--config.train.steps=100000", "--config.train.checkpoint_every=100000"])
+try:
+    loop.train(config, sys.argv[1], None, stacks=smooth_stacks(seed=1), val_stacks=[], show_progress=False)
+except loop.Preempted:
+    sys.exit(143)
+"""
+
+
+def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    proc = subprocess.Popen([sys.executable, "-c", PREEMPT_SCRIPT, str(tmp_path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "metrics.jsonl"
+    deadline = time.time() + 300
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() is not None else "timeout"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err[-2000:]
+    saved = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
+    assert len(saved) == 1 and saved[0] >= 2
+    assert f"saved {tmp_path / 'checkpoints' / str(saved[0])}" in out and "resume" in out
