@@ -41,17 +41,17 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def batches(config, train_paths: list[pathlib.Path], s: dict[str, Any]):
-    """(iterator of host batches, which pipeline)."""
-    try:
-        from jaxsr.data import pipeline  # noqa: F401
-    except ImportError:
-        from benchmarks import standin
+    """(iterator of host batches, which pipeline).
 
-        # Centre regions a little larger than the crop, so random crops still move.
-        images = suite_quality.training_images(train_paths, s["crop_size"] * 5 // 4, float(config.data.target_spacing_mm))
-        it = standin.tf_train_batches(images[..., 0], crop_size=s["crop_size"], batch_size=s["batch_size"])
-        return it, "benchmarks.standin.tf_train_batches (jaxsr.data.pipeline missing)"
-    raise NotImplementedError("jaxsr.data.pipeline integration pending")
+    The tf.data pipeline of benchmarks/standin.py (the paper's crops, rot90 and gamma): written
+    before jaxsr.data.pipeline existed; point this at make_train_iterator once its API settles.
+    """
+    from benchmarks import standin
+
+    # Centre regions a little larger than the crop, so random crops still move.
+    images = suite_quality.training_images(train_paths, s["crop_size"] * 5 // 4, float(config.data.target_spacing_mm))
+    it = standin.tf_train_batches(images[..., 0], crop_size=s["crop_size"], batch_size=s["batch_size"])
+    return it, "benchmarks.standin.tf_train_batches (tf.data; jaxsr.data.pipeline not yet wired in)"
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
