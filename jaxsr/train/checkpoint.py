@@ -7,7 +7,6 @@ of devices (the target's shardings decide where arrays land).
 
 from __future__ import annotations
 
-import json
 import pathlib
 
 import jax

@@ -10,7 +10,6 @@ import signal
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding
@@ -36,8 +35,6 @@ class Preempted(Exception):
 
 
 def create_state(config):
-    import optax  # noqa: F401
-
     model = AutoEncoder(config.model, rngs=nnx.Rngs(int(config.seed)))
     tx = step_lib.make_optimizer(config.optim, int(config.train.steps))
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
@@ -139,7 +136,7 @@ def train(config, workdir, data_dir, *, stacks=None, val_stacks=None, show_progr
                     progress.set_postfix(loss=f"{loss:.4g}", img_s=f"{n_last / elapsed:.1f}")
                     t_last, n_last = time.perf_counter(), 0
             if current % int(config.train.log_every) == 0 or current == steps:
-                record = {"step": current, "train/" + "loss": loss, **{f"train/{k}": float(v) for k, v in metrics.items()}}
+                record = {"step": current, **{f"train/{k}": float(v) for k, v in metrics.items()}}
                 _log(metrics_file, writer, record)
             is_eval = val and (current % int(config.train.eval_every) == 0 or current == steps)
             if is_eval:
