@@ -6,6 +6,8 @@ then a 3x3 convolution to `bottleneck_features` (leaky ReLU) and a 3x3
 convolution to `latent_features` (the latent; no activation). The decoder is
 the mirror image with nearest-neighbour upsampling, plus two extra 3x3
 convolutions producing one channel. Zero padding 1 everywhere ('SAME' for 3x3).
+`batch_norm=False` drops the normalisation: with small batches and short
+training it costs reconstruction fidelity (configs/phantom_demo.py).
 """
 
 from __future__ import annotations
@@ -29,25 +31,25 @@ def _upsample_nearest(x: jax.Array) -> jax.Array:
 
 
 class Block(nnx.Module):
-    """Two 3x3 convolutions with leaky ReLU, then batch normalisation."""
+    """Two 3x3 convolutions with leaky ReLU, then (optionally) batch normalisation."""
 
-    def __init__(self, cin: int, cout: int, *, slope: float, dtype, rngs: nnx.Rngs):
+    def __init__(self, cin: int, cout: int, *, slope: float, batch_norm: bool, dtype, rngs: nnx.Rngs):
         self.conv1 = _conv(cin, cout, dtype, rngs)
         self.conv2 = _conv(cout, cout, dtype, rngs)
-        self.norm = nnx.BatchNorm(cout, momentum=0.9, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+        self.norm = nnx.BatchNorm(cout, momentum=0.9, dtype=dtype, param_dtype=jnp.float32, rngs=rngs) if batch_norm else None
         self.slope = slope
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = nnx.leaky_relu(self.conv1(x), self.slope)
         x = nnx.leaky_relu(self.conv2(x), self.slope)
-        return self.norm(x)
+        return x if self.norm is None else self.norm(x)
 
 
 class Encoder(nnx.Module):
     def __init__(self, cfg, *, dtype, rngs: nnx.Rngs):
         widths = [cfg.base_features * 2**i for i in range(cfg.num_blocks)]
         ins = [1] + widths[:-1]
-        self.blocks = nnx.List([Block(i, o, slope=cfg.negative_slope, dtype=dtype, rngs=rngs) for i, o in zip(ins, widths)])
+        self.blocks = nnx.List([Block(i, o, slope=cfg.negative_slope, batch_norm=cfg.get("batch_norm", True), dtype=dtype, rngs=rngs) for i, o in zip(ins, widths)])
         self.bottleneck = _conv(widths[-1], cfg.bottleneck_features, dtype, rngs)
         self.latent = _conv(cfg.bottleneck_features, cfg.latent_features, dtype, rngs)
         self.slope = cfg.negative_slope
@@ -64,7 +66,7 @@ class Decoder(nnx.Module):
         widths = [cfg.base_features * 2**i for i in range(cfg.num_blocks)][::-1]
         ins = [cfg.bottleneck_features] + widths[:-1]
         self.bottleneck = _conv(cfg.latent_features, cfg.bottleneck_features, dtype, rngs)
-        self.blocks = nnx.List([Block(i, o, slope=cfg.negative_slope, dtype=dtype, rngs=rngs) for i, o in zip(ins, widths)])
+        self.blocks = nnx.List([Block(i, o, slope=cfg.negative_slope, batch_norm=cfg.get("batch_norm", True), dtype=dtype, rngs=rngs) for i, o in zip(ins, widths)])
         self.head1 = _conv(widths[-1], widths[-1], dtype, rngs)
         self.head2 = _conv(widths[-1], 1, dtype, rngs)
         self.slope = cfg.negative_slope
