@@ -92,6 +92,21 @@ def test_interrupted_and_resumed_run_equals_straight_run(tmp_path):
     assert max(float(np.max(np.abs(a[k] - c[k]))) for k in a) < 1e-4
 
 
+def test_tfdata_loader_resumes_exactly_too(tmp_path):
+    stacks, val = smooth_stacks(seed=1), smooth_stacks(1, seed=2)
+    config = tiny("--config.train.steps=4", "--config.train.checkpoint_every=100", "--config.data.loader=tfdata")
+    straight = loop.train(config, tmp_path / "a", None, stacks=stacks, val_stacks=val, show_progress=False)
+    loop.train(config, tmp_path / "b", None, stacks=stacks, val_stacks=val, show_progress=False, stop_after=3)
+    resumed = loop.train(config, tmp_path / "b", None, stacks=stacks, val_stacks=val, show_progress=False)
+    a, b = params_of(straight["state"]), params_of(resumed["state"])
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    numpy_run = loop.train(tiny("--config.train.steps=4"), tmp_path / "c", None, stacks=stacks, val_stacks=val, show_progress=False)
+    assert any(not np.array_equal(a[k], v) for k, v in params_of(numpy_run["state"]).items())  # a different data order
+    with pytest.raises(ConfigError, match="loader='torch'"):
+        loop.train(tiny("--config.data.loader=torch"), tmp_path / "d", None, stacks=stacks, val_stacks=val, show_progress=False)
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     stacks, val = smooth_stacks(seed=1), smooth_stacks(1, seed=2)
     config = tiny("--config.train.steps=4", "--config.train.checkpoint_every=1")

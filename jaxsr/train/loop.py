@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -17,7 +18,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxsr import parallel
 from jaxsr.config import to_json
-from jaxsr.errors import UserError
+from jaxsr.errors import ConfigError, UserError
 from jaxsr.models.autoencoder import AutoEncoder
 from jaxsr.train import batches as batches_lib
 from jaxsr.train import checkpoint as ckpt
@@ -41,10 +42,13 @@ def create_state(config):
     return model, optimizer
 
 
-def _load_stacks(data_dir, split, config):
+SPLIT_FILE = "split.json"
+
+
+def _load_stacks(data_dir, split, config, split_file):
     from jaxsr.data import datasets
 
-    return datasets.load_stacks(data_dir, split, target_mm=float(config.data.target_spacing_mm))
+    return datasets.load_stacks(data_dir, split, target_mm=float(config.data.target_spacing_mm), split_file=split_file)
 
 
 def train(config, workdir, data_dir, *, stacks=None, val_stacks=None, show_progress: bool = True, stop_after: int | None = None, devices=None) -> dict:
@@ -73,10 +77,13 @@ def train(config, workdir, data_dir, *, stacks=None, val_stacks=None, show_progr
         config_path.write_text(to_json(config))
         (workdir / "config.py.txt").write_text(str(config))
 
+    # The split is written beside the checkpoints on the first run, so a resumed
+    # run trains on the same patients even if the data folder changed since.
+    split_file = workdir / SPLIT_FILE if jax.process_index() == 0 or (workdir / SPLIT_FILE).exists() else None
     if stacks is None:
-        stacks = _load_stacks(data_dir, "train", config)
+        stacks = _load_stacks(data_dir, "train", config, split_file)
     if val_stacks is None:
-        val_stacks = _load_stacks(data_dir, "validation", config)
+        val_stacks = _load_stacks(data_dir, "validation", config, split_file)
     if triplets:
         stacks = [s for s in stacks if s.shape[2] >= 3]
     if not stacks:
@@ -115,8 +122,9 @@ def train(config, workdir, data_dir, *, stacks=None, val_stacks=None, show_progr
     done_here = 0
     t_last, n_last = time.perf_counter(), 0
     try:
+        source = _batch_source(config, stacks, local_batch=local_batch, seed=seed, start=start, triplets=triplets)
         for step in range(start, steps):
-            local = batches_lib.sample_batch(stacks, config.data, batch_size=local_batch, seed=seed, step=step, process_index=jax.process_index(), triplets=triplets)
+            local = next(source)
             batch = {k: jax.make_array_from_process_local_data(data_sharding, v) for k, v in local.items()}
             new_state, metrics = step_fn(state, batch)
             loss = float(metrics["loss"])
@@ -161,6 +169,26 @@ def train(config, workdir, data_dir, *, stacks=None, val_stacks=None, show_progr
         if writer is not None:
             writer.close()
     return {"state": state, "graphdef": graphdef, "val": last_eval}
+
+
+def _batch_source(config, stacks, *, local_batch: int, seed: int, start: int, triplets: bool):
+    """This host's batches from step `start` on; both loaders are pure functions of (seed, step).
+
+    'numpy' (default): jaxsr.train.batches, no TensorFlow in the process.
+    'tfdata': jaxsr.data.pipeline, parallel augmentation and prefetch for
+    large datasets and fast accelerators.
+    """
+    loader = config.data.get("loader", "numpy")
+    if loader == "numpy":
+        return (batches_lib.sample_batch(stacks, config.data, batch_size=local_batch, seed=seed, step=s,
+                                         process_index=jax.process_index(), triplets=triplets) for s in itertools.count(start))
+    if loader == "tfdata":
+        from jaxsr.data import pipeline
+
+        ds = pipeline.make_dataset(stacks, config.data, batch_size=local_batch, seed=seed, triplets=triplets,
+                                   process_index=jax.process_index(), process_count=jax.process_count(), start_step=start)
+        return pipeline.numpy_batches(ds)
+    raise ConfigError(f"--config.data.loader={loader!r}: expected 'numpy' or 'tfdata'")
 
 
 def _evaluate(eval_fn, state, val, sharding) -> dict:
