@@ -63,8 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.debug:
         # TensorFlow and absl are loud at start-up; users need none of it.
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        for name in ("absl", "tensorflow", "jax._src.xla_bridge", "orbax"):
+        for name in ("tensorflow", "jax._src.xla_bridge"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        # Orbax reports routine choices (read-only managers, ...) as absl warnings.
+        for name in ("absl", "orbax"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

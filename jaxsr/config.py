@@ -82,3 +82,45 @@ def to_json(config: ml_collections.ConfigDict) -> str:
 
 def from_json(text: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.loads(text))
+
+
+# Checked before anything is written, so a typo costs seconds, not a failed job hours in.
+_POSITIVE_INTS = ("train.steps", "train.batch_size", "train.eval_every", "train.checkpoint_every", "train.log_every",
+                  "train.keep_checkpoints", "train.eval_batches", "data.crop_size", "model.num_blocks",
+                  "model.base_features", "model.bottleneck_features", "model.latent_features")
+_CHOICES = {"model.dtype": ("float32", "bfloat16"), "data.loader": ("numpy", "tfdata"),
+            "optim.schedule": ("constant", "cosine")}
+
+
+def _get(config, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError naming the first setting whose value cannot work."""
+    for key in _POSITIVE_INTS:
+        value = _get(config, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"--config.{key}={value!r}: expected a positive integer")
+    for key, choices in _CHOICES.items():
+        try:
+            value = _get(config, key)
+        except KeyError:
+            continue
+        if value not in choices:
+            raise ConfigError(f"--config.{key}={value!r}: expected one of {', '.join(choices)}")
+    lr = config.optim.learning_rate
+    if not (isinstance(lr, (int, float)) and lr > 0):
+        raise ConfigError(f"--config.optim.learning_rate={lr!r}: expected a positive number")
+    scale = 2 ** config.model.num_blocks
+    if config.data.crop_size % scale:
+        raise ConfigError(f"--config.data.crop_size={config.data.crop_size}: must be a multiple of 2**model.num_blocks = {scale}")
+    lo, hi = config.data.get("gamma_range", (1.0, 1.0))
+    if not 0 < lo <= hi:
+        raise ConfigError(f"--config.data.gamma_range={(lo, hi)!r}: expected 0 < low <= high")
+    for key in ("warmup_steps", "clip_norm"):
+        if config.optim.get(key, 0) < 0:
+            raise ConfigError(f"--config.optim.{key}={config.optim[key]!r}: must not be negative")

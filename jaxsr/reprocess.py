@@ -45,7 +45,7 @@ from jaxsr.interpolate import (
     size_multiple_for,
 )
 from jaxsr.io import archive
-from jaxsr.io.atomic import TEMP_MARKER, write_bytes_atomic
+from jaxsr.io.atomic import TEMP_MARKER, check_output, write_bytes_atomic
 from jaxsr.io.nifti import Volume, load, save
 
 logger = logging.getLogger(__name__)
@@ -117,12 +117,18 @@ def output_dtype(volume: Volume, keep_dtype: bool) -> np.dtype:
 
 def write_result(result: Volume, output: str | os.PathLike, sidecar: dict[str, Any], *, dtype: np.dtype, overwrite: bool) -> None:
     """Sidecar first, then the NIfTI, each atomically (see the module docstring)."""
-    output = pathlib.Path(output)
-    if output.exists() and not overwrite:
-        raise UserError(f"{output}: output exists (pass --overwrite to replace it)")
+    output = check_output(output, overwrite=overwrite)
     text = json.dumps(sidecar, indent=2, sort_keys=True, default=str) + "\n"
-    write_bytes_atomic(sidecar_path(output), text.encode(), overwrite=True)
-    save(result, output, overwrite=overwrite, dtype=dtype)
+    side = sidecar_path(output)
+    had_sidecar = side.exists()
+    write_bytes_atomic(side, text.encode(), overwrite=True)
+    try:
+        save(result, output, overwrite=overwrite, dtype=dtype)
+    except BaseException:
+        # A sidecar with no volume would describe nothing (disk full, say): take back ours.
+        if not had_sidecar:
+            side.unlink(missing_ok=True)
+        raise
 
 
 # ----------------------------------------------------------------------------
@@ -352,11 +358,7 @@ def upsample_file(
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> Volume:
     """`jaxsr upsample` as a function: one file in, one NIfTI and its sidecar out."""
-    output = pathlib.Path(output)
-    if output.exists() and not overwrite:
-        raise UserError(f"{output}: output exists (pass --overwrite to replace it)")
-    if not output.parent.is_dir():
-        raise UserError(f"{output.parent}: output folder does not exist")
+    output = check_output(output, overwrite=overwrite)
     volume = load(source)  # VolumeError for anything unreadable, before hashing
     sha = archive.sha256_file(source)
     interpolator: LatentInterpolator = as_interpolator(model, batch_size=batch_size, size_multiple=size_multiple_for(config))

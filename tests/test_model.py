@@ -17,15 +17,16 @@ def expected_params(m) -> int:
         return 9 * cin * cout + cout
 
     widths = [m.base_features * 2**i for i in range(m.num_blocks)]
+    norm = 2 if m.get("batch_norm", True) else 0  # batch norm's scale and bias per channel
     total, cin = 0, 1
-    for w in widths:  # encoder blocks: two convs + batch norm (scale, bias)
-        total += conv(cin, w) + conv(w, w) + 2 * w
+    for w in widths:  # encoder blocks: two convs (+ batch norm)
+        total += conv(cin, w) + conv(w, w) + norm * w
         cin = w
     total += conv(cin, m.bottleneck_features) + conv(m.bottleneck_features, m.latent_features)
     total += conv(m.latent_features, m.bottleneck_features)
     cin = m.bottleneck_features
     for w in reversed(widths):
-        total += conv(cin, w) + conv(w, w) + 2 * w
+        total += conv(cin, w) + conv(w, w) + norm * w
         cin = w
     total += conv(cin, cin) + conv(cin, 1)
     return total

@@ -39,6 +39,21 @@ def _fsync_dir(folder: pathlib.Path) -> None:
         os.close(fd)
 
 
+def check_output(path: str | os.PathLike, *, overwrite: bool = False) -> pathlib.Path:
+    """UserError unless `path` can be written: checked before any work is done."""
+    path = pathlib.Path(path)
+    if path.exists() and not overwrite:
+        raise UserError(f"{path}: output exists (pass --overwrite to replace it)")
+    folder = path.parent
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder}: is not a folder, cannot write {path.name} in it")
+    if not folder.is_dir():
+        raise UserError(f"{folder}: output folder does not exist")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"{folder}: output folder is not writable")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[pathlib.Path]:
     """Yields a temporary path to write; on success moves it to `path`.
@@ -48,14 +63,8 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
     (hard link + unlink instead of rename). On any exception, the temporary file
     is removed and nothing changes under `path`.
     """
-    path = pathlib.Path(path)
-    if path.exists() and not overwrite:
-        raise UserError(f"{path}: output exists (pass --overwrite to replace it)")
+    path = check_output(path, overwrite=overwrite)
     folder = path.parent
-    if not folder.is_dir():
-        raise UserError(f"{folder}: output folder does not exist")
-    if not os.access(folder, os.W_OK):
-        raise UserError(f"{folder}: output folder is not writable")
     tmp = temporary_name(path)
     try:
         yield tmp

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pathlib
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
@@ -86,6 +87,7 @@ def load_for_inference(path: str | pathlib.Path):
             raise CheckpointError(f"{workdir}: no checkpoint saved yet")
     try:
         pure = _model_part(manager, step)
+        _check_fits(nnx.to_pure_dict(abstract), pure, path)
         nnx.replace_by_pure_dict(abstract, pure)
     except CheckpointError:
         raise
@@ -94,6 +96,24 @@ def load_for_inference(path: str | pathlib.Path):
     nnx.update(model, abstract)
     model.eval()
     return model, config
+
+
+def _check_fits(expected: dict, stored: dict, path) -> None:
+    """Same parameter names and shapes, else CheckpointError naming the first difference.
+
+    replace_by_pure_dict would accept arrays of any shape, and a model whose
+    config.json was edited would then fail (or worse, run) far from the cause.
+    """
+    def shapes(tree):
+        # Orbax stores list indices as strings: compare paths as "a/0/b".
+        return {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path_): np.shape(v)
+                for path_, v in jax.tree_util.tree_leaves_with_path(tree)}
+
+    want, have = shapes(expected), shapes(stored)
+    for key in sorted(want.keys() | have.keys()):
+        if want.get(key) != have.get(key):
+            raise CheckpointError(f"{path}: checkpoint does not match its config ({key}: stored {have.get(key, 'nothing')}, "
+                                  f"config needs {want.get(key, 'nothing')})")
 
 
 def _model_part(manager, step):

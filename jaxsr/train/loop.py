@@ -45,10 +45,12 @@ def create_state(config):
 SPLIT_FILE = "split.json"
 
 
-def _load_stacks(data_dir, split, config, split_file):
-    from jaxsr.data import datasets
+def _load_stacks(data_dir, relative_paths: list[str], config) -> list[np.ndarray]:
+    from jaxsr.data.preprocess import preprocess_volume
+    from jaxsr.io import nifti
 
-    return datasets.load_stacks(data_dir, split, target_mm=float(config.data.target_spacing_mm), split_file=split_file)
+    target = float(config.data.target_spacing_mm)
+    return [preprocess_volume(nifti.load(pathlib.Path(data_dir) / rel), target)[0] for rel in relative_paths]
 
 
 def train(config, workdir, data_dir, *, stacks=None, val_stacks=None, show_progress: bool = True, stop_after: int | None = None, devices=None) -> dict:
@@ -58,8 +60,11 @@ def train(config, workdir, data_dir, *, stacks=None, val_stacks=None, show_progr
     dataset in tests. `stop_after` stops after that many steps of this call, as
     an interruption would. `devices` restricts the mesh (default: all devices).
     """
+    from jaxsr.config import validate
+    from jaxsr.data import datasets
+
+    validate(config)
     workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     mesh = parallel.make_mesh(devices)
     n_dev = mesh.devices.size
     global_batch = int(config.train.batch_size)
@@ -70,24 +75,35 @@ def train(config, workdir, data_dir, *, stacks=None, val_stacks=None, show_progr
 
     config_path = workdir / ckpt.CONFIG_FILE
     if config_path.exists():
-        saved = json.loads(config_path.read_text())
+        try:
+            saved = json.loads(config_path.read_text())
+        except ValueError as e:
+            raise UserError(f"{config_path}: unreadable ({e}); use a new --workdir") from None
         if saved.get("model") != config.model.to_dict():
             raise UserError(f"{workdir}: holds a run with a different model config; use a new --workdir")
-    if jax.process_index() == 0:
-        config_path.write_text(to_json(config))
-        (workdir / "config.py.txt").write_text(str(config))
 
-    # The split is written beside the checkpoints on the first run, so a resumed
-    # run trains on the same patients even if the data folder changed since.
-    split_file = workdir / SPLIT_FILE if jax.process_index() == 0 or (workdir / SPLIT_FILE).exists() else None
+    # Data first: a bad volume must fail the run before anything is written.
+    # The split is kept beside the checkpoints, so a resumed run trains on the
+    # same patients even if the data folder changed since.
+    split_path = workdir / SPLIT_FILE
+    split = None
+    if stacks is None or val_stacks is None:
+        split = datasets.read_split(split_path) if split_path.exists() else datasets.make_split(data_dir)
     if stacks is None:
-        stacks = _load_stacks(data_dir, "train", config, split_file)
+        stacks = _load_stacks(data_dir, split["train"], config)
     if val_stacks is None:
-        val_stacks = _load_stacks(data_dir, "validation", config, split_file)
+        val_stacks = _load_stacks(data_dir, split["validation"], config)
     if triplets:
         stacks = [s for s in stacks if s.shape[2] >= 3]
     if not stacks:
-        raise UserError(f"{data_dir}: no training volumes")
+        raise UserError(f"{data_dir}: no training volumes" + (" with 3 or more slices (triplets)" if triplets else ""))
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:
+        config_path.write_text(to_json(config))
+        (workdir / "config.py.txt").write_text(str(config))
+        if split is not None and not split_path.exists():
+            datasets.write_split(split_path, split)
 
     model, optimizer = create_state(config)
     graphdef, state = nnx.split((model, optimizer))
