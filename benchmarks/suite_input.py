@@ -40,18 +40,26 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def batches(config, train_paths: list[pathlib.Path], s: dict[str, Any]):
-    """(iterator of host batches, which pipeline).
+def training_stacks(train_paths: list[pathlib.Path], target_mm: float) -> list[np.ndarray]:
+    """The training volumes preprocessed as the trainer sees them: (X, Y, Z, T) in [0, 1]."""
+    from jaxsr.data.preprocess import preprocess_volume
+    from jaxsr.io.nifti import load
 
-    The tf.data pipeline of benchmarks/standin.py (the paper's crops, rot90 and gamma): written
-    before jaxsr.data.pipeline existed; point this at make_train_iterator once its API settles.
-    """
-    from benchmarks import standin
+    stacks = []
+    for path in train_paths:
+        stack, _ = preprocess_volume(load(path), target_mm=target_mm)
+        stacks.append(stack if stack.ndim == 4 else stack[..., None])
+    return stacks
 
-    # Centre regions a little larger than the crop, so random crops still move.
-    images = suite_quality.training_images(train_paths, s["crop_size"] * 5 // 4, float(config.data.target_spacing_mm))
-    it = standin.tf_train_batches(images[..., 0], crop_size=s["crop_size"], batch_size=s["batch_size"])
-    return it, "benchmarks.standin.tf_train_batches (tf.data; jaxsr.data.pipeline not yet wired in)"
+
+def batches(config, stacks: list[np.ndarray], s: dict[str, Any]):
+    """(iterator of host batches of jaxsr.data.pipeline, its description)."""
+    from jaxsr.data import pipeline
+
+    data = config.data.copy_and_resolve_references()
+    data.crop_size = s["crop_size"]
+    ds = pipeline.make_dataset(stacks, data, batch_size=s["batch_size"], seed=0, triplets=bool(data.get("triplets")))
+    return (b["image"] for b in pipeline.numpy_batches(ds)), "jaxsr.data.pipeline.make_dataset (tf.data, parallel map, prefetch)"
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -62,8 +70,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                       "float32")
     with tempfile.TemporaryDirectory() as tmp:
         train_paths, _, data = suite_quality.phantom_split(pathlib.Path(tmp) / "phantom", s)
+        stacks = training_stacks(train_paths, float(config.data.target_spacing_mm))
         t0 = time.perf_counter()
-        it, source = batches(config, train_paths, s)
+        it, source = batches(config, stacks, s)
         first = next(it)
         setup_s = time.perf_counter() - t0
         for _ in range(s["batches_per_repeat"]):  # fill the shuffle and prefetch buffers
@@ -76,7 +85,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         timing = common.time_repeats(pull, repeats=s["repeats"], warmup=1, block=lambda x: x)
         # What the trainer itself feeds its step: jaxsr.train.batches.sample_batch (numpy, per step).
-        sampler = trainer_sampler(config, train_paths, s)
+        sampler = trainer_sampler(config, stacks, s)
     shape = tuple(np.asarray(first).shape)
     devices = jax.local_devices()
     context = {"config": s["config"] + (" (tiny)" if s["tiny_model"] else ""), "batch_size": s["batch_size"],
@@ -100,19 +109,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "input_over_step": feeds, "step_source": m["step_source"], "figures": figures}
 
 
-def trainer_sampler(config, train_paths, s: dict[str, Any]):
-    """Timing of jaxsr.train.batches.sample_batch on the same volumes, or None without it."""
-    try:
-        from jaxsr.train import batches as batches_lib
-    except ImportError:
-        return None
-    from jaxsr.data.preprocess import preprocess_volume
-    from jaxsr.io.nifti import load
+def trainer_sampler(config, stacks: list[np.ndarray], s: dict[str, Any]):
+    """Timing of jaxsr.train.batches.sample_batch (the default loader) on the same stacks."""
+    from jaxsr.train import batches as batches_lib
 
-    stacks = []
-    for path in train_paths:
-        stack, _ = preprocess_volume(load(path), target_mm=float(config.data.target_spacing_mm))
-        stacks.append(stack if stack.ndim == 4 else stack[..., None])
     counter = {"step": 0}
 
     def pull():

@@ -4,24 +4,18 @@
 one training step on a fixed random batch sharded over a 1-D 'data' mesh of
 `devices` (parameters and optimiser state replicated), carrying the donated
 state from call to call, plus the compiled executable (for its cost analysis)
-and the compile time. It uses jaxsr.train.step; only while that module is
-missing does it fall back to an equivalent step written here (said in
-`source`).
+and the compile time, through jaxsr.train.step and jaxsr.parallel.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from typing import Any, Callable
 
 import numpy as np
 
 from benchmarks import workloads
-
-log = logging.getLogger(__name__)
-
 
 @dataclasses.dataclass
 class StepBench:
@@ -34,24 +28,9 @@ class StepBench:
     model: Callable[[], Any]  # the current model, eval mode
 
 
-def _mesh(devices):
-    import jax
-    from jax.sharding import AxisType
-
-    return jax.make_mesh((len(devices),), ("data",), axis_types=(AxisType.Auto,), devices=list(devices))
-
-
-def random_batch(batch_size: int, size: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).random((batch_size, size, size, 1), dtype=np.float32)
-
-
 def build(config, batch_size: int, devices) -> StepBench:
     if len(devices) and batch_size % len(devices):
         raise ValueError(f"batch size {batch_size} is not a multiple of {len(devices)} devices")
-    try:
-        from jaxsr.train import loop, step  # noqa: F401
-    except ImportError:
-        return _standin(config, batch_size, devices)
     return _trainer(config, batch_size, devices)
 
 
@@ -106,53 +85,6 @@ def _trainer(config, batch_size: int, devices) -> StepBench:
         return metrics["loss"]
 
     return StepBench(step, compiled, compile_s, parameters, "jaxsr.train.step.build_step", step_on, current_model)
-
-
-def _standin(config, batch_size: int, devices) -> StepBench:
-    """MSE + Adam step in the style the trainer uses (nnx.split/merge under jax.jit, donation)."""
-    import jax
-    import jax.numpy as jnp
-    import optax
-    from flax import nnx
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
-
-    mesh = _mesh(devices)
-    model = workloads.make_model(config, train=True)
-    optimizer = nnx.Optimizer(model, optax.adam(float(config.optim.learning_rate)), wrt=nnx.Param)
-    graphdef, state = nnx.split((model, optimizer))
-    state = jax.device_put(state, NamedSharding(mesh, P()))
-    size = int(config.data.crop_size)
-    batch = jax.device_put(random_batch(batch_size, size), NamedSharding(mesh, P("data")))
-
-    def train_step(state, images):
-        model, optimizer = nnx.merge(graphdef, state)
-
-        def loss_fn(model):
-            return jnp.mean((model(images) - images) ** 2)
-
-        loss, grads = nnx.value_and_grad(loss_fn)(model)
-        optimizer.update(model, grads)
-        return nnx.state((model, optimizer)), loss
-
-    jitted = jax.jit(train_step, donate_argnums=0)
-    t0 = time.perf_counter()
-    compiled = jitted.lower(state, batch).compile()
-    compile_s = time.perf_counter() - t0
-    holder = {"state": state}
-    sharding = NamedSharding(mesh, P("data"))
-
-    def step_on(images):
-        holder["state"], loss = compiled(holder["state"], jax.device_put(images, sharding) if isinstance(images, np.ndarray) else images)
-        return loss
-
-    def current_model():
-        m, _ = nnx.merge(graphdef, holder["state"])
-        m.eval()
-        return m
-
-    return StepBench(lambda: step_on(batch), compiled, compile_s, workloads.param_count(model),
-                     "benchmarks.trainer_adapter stand-in (jaxsr.train.step missing)", step_on, current_model)
 
 
 def train_briefly(config, images: np.ndarray, *, steps: int, batch_size: int, devices, seed: int = 0):

@@ -8,13 +8,11 @@ same schema serves --quick runs. Volumes are made on the fly: an int16 cine-like
 from __future__ import annotations
 
 import importlib.util
-import logging
 import pathlib
 from typing import Any
 
 import numpy as np
 
-log = logging.getLogger(__name__)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PAPER, FOLLOWUP = "acdc_paper", "acdc_followup"
@@ -29,11 +27,6 @@ def load_config(name: str):
     if path.suffix != ".py":
         path = REPO / "configs" / f"{name}.py"
     if not path.is_file():
-        if path.parent == REPO / "configs" and name in (PAPER, FOLLOWUP):
-            from benchmarks import standin
-
-            log.warning("%s missing: using the benchmark's stand-in configuration", path)
-            return standin.config(name)
         raise FileNotFoundError(f"{path}: no such config file")
     spec = importlib.util.spec_from_file_location(f"_bench_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
@@ -56,15 +49,9 @@ def make_model(config, *, seed: int = 0, train: bool = False):
     """jaxsr.models.autoencoder.AutoEncoder from config.model, random init."""
     from flax import nnx
 
-    try:
-        from jaxsr.models.autoencoder import AutoEncoder
-    except ImportError:
-        from benchmarks import standin
+    from jaxsr.models.autoencoder import AutoEncoder
 
-        log.warning("jaxsr.models.autoencoder missing: using the benchmark's stand-in model")
-        model = standin.autoencoder(config.model, nnx.Rngs(seed))
-    else:
-        model = AutoEncoder(config.model, rngs=nnx.Rngs(seed))
+    model = AutoEncoder(config.model, rngs=nnx.Rngs(seed))
     if train:
         model.train()
     else:
@@ -73,10 +60,6 @@ def make_model(config, *, seed: int = 0, train: bool = False):
 
 
 def model_source() -> str:
-    try:
-        import jaxsr.models.autoencoder  # noqa: F401
-    except ImportError:
-        return "benchmarks.standin.autoencoder (jaxsr.models.autoencoder missing)"
     return "jaxsr.models.autoencoder.AutoEncoder"
 
 
