@@ -63,7 +63,9 @@ def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
             value = type(current)(value)
         node[leaf] = value
     except TypeError:
-        raise ConfigError(f"--config.{key}={text}: expected a {type(current).__name__}") from None
+        kind = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}.get(
+            type(current).__name__, f"a {type(current).__name__}")
+        raise ConfigError(f"--config.{key}={text}: expected {kind}") from None
 
 
 def _parse(text: str):

@@ -215,7 +215,7 @@ def test_evaluate_needs_three_slices_and_refuses_existing_output(tmp_path, capsy
 
 
 @pytest.mark.parametrize("override, fragment", [
-    ("--config.train.steps=abc", "expected a int"),
+    ("--config.train.steps=abc", "expected an integer"),
     ("--config.train.steps=0", "expected a positive integer"),
     ("--config.model.nope=1", "unknown key 'nope'"),
     ("--config.optim.learning_rate=-1e-3", "expected a positive number"),

@@ -123,9 +123,9 @@ def test_config_overrides():
     assert config.data.rot90 is False and config.model.dtype == "bfloat16" and tuple(config.data.gamma_range) == (0.9, 1.1)
     for bad, message in [
         ("--config.train.stepz=3", "unknown key 'stepz'"),
-        ("--config.train.steps=many", "expected a int"),
-        ("--config.train.steps=1.5", "expected a int"),
-        ("--config.data.rot90=3", "expected a bool"),
+        ("--config.train.steps=many", "expected an integer"),
+        ("--config.train.steps=1.5", "expected an integer"),
+        ("--config.data.rot90=3", "expected true or false"),
         ("--config.train.steps", "expected --config.KEY=VALUE"),
     ]:
         with pytest.raises(ConfigError, match=message):
