@@ -11,10 +11,10 @@ Any other folder of .nii/.nii.gz volumes (3D or 4D, any names, nested) splits
 80/10/10 by a stable hash of each file's path relative to the folder, so
 adding files never moves an existing one to another split.
 
-A split is a JSON file listing relative paths per split; `resolve_split`
-writes it on first use (training puts it in the workdir) and reads it on every
-later run, so a run and its resumption, evaluation and reprocessing all see
-the same patients even if the seed's permutation or the folder changes.
+A split is a JSON file listing relative paths per split. Training writes it
+to its workdir on the first run and reads it on every later one, so a run and
+its resumptions see the same patients even if the folder changes; the test
+split needs no file (it is fixed by name or slice thickness).
 """
 
 from __future__ import annotations
@@ -208,7 +208,12 @@ def volumes_for_split(data_dir, split: str, split_file=None) -> list[pathlib.Pat
     return paths
 
 
-def load_stacks(data_dir, split: str, target_mm: float = 1.4, split_file=None) -> list[np.ndarray]:
+def preprocess_files(paths, target_mm: float = 1.4) -> list[np.ndarray]:
+    """Each volume read and preprocessed as in the paper: (X, Y, Z[, T]) in [0, 1]."""
     from jaxsr.data.preprocess import preprocess_volume
 
-    return [preprocess_volume(nifti.load(f), target_mm)[0] for f in volumes_for_split(data_dir, split, split_file)]
+    return [preprocess_volume(nifti.load(f), target_mm)[0] for f in paths]
+
+
+def load_stacks(data_dir, split: str, target_mm: float = 1.4, split_file=None) -> list[np.ndarray]:
+    return preprocess_files(volumes_for_split(data_dir, split, split_file), target_mm)

@@ -45,14 +45,6 @@ def create_state(config):
 SPLIT_FILE = "split.json"
 
 
-def _load_stacks(data_dir, relative_paths: list[str], config) -> list[np.ndarray]:
-    from jaxsr.data.preprocess import preprocess_volume
-    from jaxsr.io import nifti
-
-    target = float(config.data.target_spacing_mm)
-    return [preprocess_volume(nifti.load(pathlib.Path(data_dir) / rel), target)[0] for rel in relative_paths]
-
-
 def train(config, workdir, data_dir, *, stacks=None, val_stacks=None, show_progress: bool = True, stop_after: int | None = None, devices=None) -> dict:
     """Trains (or resumes) in `workdir`; returns the last validation metrics.
 
@@ -89,10 +81,11 @@ def train(config, workdir, data_dir, *, stacks=None, val_stacks=None, show_progr
     split = None
     if stacks is None or val_stacks is None:
         split = datasets.read_split(split_path) if split_path.exists() else datasets.make_split(data_dir)
+    target_mm = float(config.data.target_spacing_mm)
     if stacks is None:
-        stacks = _load_stacks(data_dir, split["train"], config)
+        stacks = datasets.preprocess_files([pathlib.Path(data_dir) / r for r in split["train"]], target_mm)
     if val_stacks is None:
-        val_stacks = _load_stacks(data_dir, split["validation"], config)
+        val_stacks = datasets.preprocess_files([pathlib.Path(data_dir) / r for r in split["validation"]], target_mm)
     if triplets:
         stacks = [s for s in stacks if s.shape[2] >= 3]
     if not stacks:
