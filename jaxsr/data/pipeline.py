@@ -95,9 +95,10 @@ def make_dataset(
     rot90 = augment and bool(data_cfg.get("rot90", True))
     gamma_range = tuple(data_cfg.get("gamma_range", (0.7, 1.5))) if augment and data_cfg.get("intensity_aug", True) else None
 
-    # Frame-major copies: one element is then a contiguous (depth, X, Y) block,
-    # a memcpy instead of a strided gather across the (X, Y, Z, T) layout
-    # (2-3x the generator's throughput; the generator is the serial part).
+    # Frame-major copies (the dataset's memory once more): one element is then a
+    # contiguous (depth, X, Y) block, a memcpy instead of a strided gather
+    # across the (X, Y, Z, T) layout. The generator is the serial part; this
+    # made the pipeline 1.6x faster on 2 cores.
     frames = [np.ascontiguousarray(np.transpose(stack, (3, 2, 0, 1)), np.float32) for stack in stacks]
 
     def generate():
