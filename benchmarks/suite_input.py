@@ -42,14 +42,9 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def training_stacks(train_paths: list[pathlib.Path], target_mm: float) -> list[np.ndarray]:
     """The training volumes preprocessed as the trainer sees them: (X, Y, Z, T) in [0, 1]."""
-    from jaxsr.data.preprocess import preprocess_volume
-    from jaxsr.io.nifti import load
+    from jaxsr.data.datasets import preprocess_files
 
-    stacks = []
-    for path in train_paths:
-        stack, _ = preprocess_volume(load(path), target_mm=target_mm)
-        stacks.append(stack if stack.ndim == 4 else stack[..., None])
-    return stacks
+    return [s if s.ndim == 4 else s[..., None] for s in preprocess_files(train_paths, target_mm)]
 
 
 def batches(config, stacks: list[np.ndarray], s: dict[str, Any]):

@@ -18,7 +18,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxsr import parallel
 from jaxsr.config import to_json
-from jaxsr.errors import ConfigError, UserError
+from jaxsr.errors import UserError
 from jaxsr.models.autoencoder import AutoEncoder
 from jaxsr.train import batches as batches_lib
 from jaxsr.train import checkpoint as ckpt
@@ -186,18 +186,16 @@ def _batch_source(config, stacks, *, local_batch: int, seed: int, start: int, tr
     'numpy' (default): jaxsr.train.batches, no TensorFlow in the process.
     'tfdata': jaxsr.data.pipeline, parallel augmentation and prefetch for
     large datasets and fast accelerators.
+    config.validate has already refused any other value.
     """
-    loader = config.data.get("loader", "numpy")
-    if loader == "numpy":
-        return (batches_lib.sample_batch(stacks, config.data, batch_size=local_batch, seed=seed, step=s,
-                                         process_index=jax.process_index(), triplets=triplets) for s in itertools.count(start))
-    if loader == "tfdata":
+    if config.data.get("loader", "numpy") == "tfdata":
         from jaxsr.data import pipeline
 
         ds = pipeline.make_dataset(stacks, config.data, batch_size=local_batch, seed=seed, triplets=triplets,
                                    process_index=jax.process_index(), process_count=jax.process_count(), start_step=start)
         return pipeline.numpy_batches(ds)
-    raise ConfigError(f"--config.data.loader={loader!r}: expected 'numpy' or 'tfdata'")
+    return (batches_lib.sample_batch(stacks, config.data, batch_size=local_batch, seed=seed, step=s,
+                                     process_index=jax.process_index(), triplets=triplets) for s in itertools.count(start))
 
 
 def _evaluate(eval_fn, state, val, sharding) -> dict:
