@@ -101,7 +101,7 @@ def model_for(args, s: dict[str, Any], train_paths: list[pathlib.Path]):
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from jaxsr import evaluate
+    from jaxsr import evaluate, interpolate
 
     s = settings(args)
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             train_paths, test_paths, data = phantom_split(pathlib.Path(tmp) / "phantom", s)
         model, config, model_info = model_for(args, s, train_paths)
-        methods = {evaluate.AE: evaluate.autoencoder_method(model), **evaluate.baseline_methods()}
+        methods = {evaluate.AE: evaluate.autoencoder_method(interpolate.interpolator_for(model, config)), **evaluate.baseline_methods()}
         t0 = time.perf_counter()
         evaluation = evaluate.evaluate_volumes(test_paths, methods, evaluate.default_metrics(),
                                                crop_size=s["crop_size"],

@@ -22,7 +22,7 @@ from benchmarks import common, suite_upsample, workloads
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from jaxsr import interpolate
     from jaxsr.io.nifti import load
-    from jaxsr.reprocess import reprocess_archive
+    from jaxsr.reprocess import UpsampleSettings, reprocess_archive
 
     s = suite_upsample.settings(args)
     s["volumes"] = 2 if args.quick else 3
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for r in range(1 if not args.quick else s["repeats"]):
             out = tmp / f"out{r}"  # a fresh folder: nothing to resume
             t0 = time.perf_counter()
-            summary = reprocess_archive(interpolator, config, tmp / "in", out, factor=s["factor"],
+            summary = reprocess_archive(interpolator, config, tmp / "in", out, UpsampleSettings(factor=s["factor"]),
                                         workers=s["workers"], progress=False)
             runs.append(time.perf_counter() - t0)
             if summary.failed:

@@ -182,7 +182,7 @@ def main(argv=None) -> dict:
 
     from jaxsr import interpolate
     from jaxsr.io.nifti import load
-    from jaxsr.reprocess import reprocess_archive
+    from jaxsr.reprocess import UpsampleSettings, reprocess_archive
 
     shape = tuple(int(s) for s in args.shape.split(","))
     spacing = tuple(float(s) for s in args.spacing.split(","))
@@ -243,7 +243,7 @@ def main(argv=None) -> dict:
             nib.save(acdc_like_volume(shape, spacing, i + 1), str(path))
         in_bytes = sum(p.stat().st_size for p in archive_in.rglob("*.nii.gz"))
         summary = reprocess_archive(
-            interpolator, config, archive_in, archive_out, factor=args.factor, workers=args.workers, progress=False
+            interpolator, config, archive_in, archive_out, UpsampleSettings(factor=args.factor), workers=args.workers, progress=False
         )
         assert not summary.failed, summary.failed
         compute_only = args.archive_volumes * compute.median_s

@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 
+import jaxsr
 from jaxsr.errors import UserError
 
 COMMANDS = ("phantom", "train", "upsample", "reprocess", "evaluate", "demo")
@@ -25,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Through-plane super-resolution of anisotropic cine MRI by autoencoder latent interpolation.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
-    parser.add_argument("--version", action="version", version=f"jaxsr {_version()}")
+    parser.add_argument("--version", action="version", version=f"jaxsr {jaxsr.version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
@@ -36,12 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module.register(subparsers)
     return parser
-
-
-def _version() -> str:
-    from jaxsr import __version__
-
-    return __version__
 
 
 def main(argv: list[str] | None = None) -> int:

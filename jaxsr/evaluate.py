@@ -1,7 +1,7 @@
 """The paper's evaluation protocol: drop every other slice, reconstruct it, score it.
 
-For each volume and frame of a split: preprocess (1..99 percentile to [0, 1],
-1.4 mm in-plane), centre-crop 128 x 128 in-plane (or keep the full field of
+For each volume and frame of a split: preprocess as in training (1..99
+percentile to [0, 1], the config's in-plane spacing), centre-crop 128 x 128 in-plane (or keep the full field of
 view; a smaller image is zero-padded, i.e. background), keep the even slices
 0, 2, 4, ... and reconstruct the odd ones at positions 0.5, 1.5, ... in
 kept-slice coordinates with the autoencoder and each baseline. An odd last
@@ -43,6 +43,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+import jaxsr
 from jaxsr import stats
 from jaxsr.errors import UserError
 
@@ -430,13 +431,13 @@ def evaluate_volumes(
     methods: Mapping[str, InterpolateFn],
     metrics: Mapping[str, MetricFn],
     *,
+    target_mm: float,
     crop_size: int | None = DEFAULT_CROP,
-    target_mm: float = 1.4,
     n_examples: int = 3,
     through_plane_factor: int = 4,
     progress: bool = False,
 ) -> Evaluation:
-    """Loads, preprocesses and evaluates each volume; collects the figures' examples.
+    """Loads, preprocesses (to `target_mm` in-plane) and evaluates each volume; collects the figures' examples.
 
     Volumes with fewer than 3 slices are skipped with a warning (counted).
     """
@@ -555,13 +556,6 @@ def summarise(scores: ScoreTable, *, significance: float = DEFAULT_SIGNIFICANCE,
 # Default methods and metrics, and the whole run behind `jaxsr evaluate`
 
 
-def load_model(checkpoint: str | os.PathLike) -> tuple[Any, Any]:
-    """(model, config) for inference; raises CheckpointError."""
-    from jaxsr.train import checkpoint as checkpoint_lib
-
-    return checkpoint_lib.load_for_inference(checkpoint)
-
-
 def list_volumes(data_dir: str | os.PathLike, split: str) -> list[pathlib.Path]:
     from jaxsr.data import datasets
 
@@ -580,11 +574,9 @@ def default_metrics() -> dict[str, MetricFn]:
     return {"ssim": metrics.ssim, "psnr": metrics.psnr, "vif": metrics.vif}
 
 
-def autoencoder_method(model: Any) -> InterpolateFn:
-    """The autoencoder as a protocol method: its own reconstructions at integer positions too."""
-    from jaxsr import interpolate
-
-    interpolator = interpolate.as_interpolator(model)
+def autoencoder_method(interpolator: Any) -> InterpolateFn:
+    """The autoencoder (a jaxsr.interpolate.LatentInterpolator) as a protocol method:
+    its own reconstructions at integer positions too."""
 
     def fn(stack: np.ndarray, positions: np.ndarray) -> np.ndarray:
         return interpolator.interpolate_stack(stack, positions, keep_originals=False)
@@ -615,8 +607,8 @@ def replace_dir(tmp: pathlib.Path, out_dir: pathlib.Path) -> None:
 def versions() -> dict[str, str]:
     import importlib.metadata as md
 
-    found = {"python": platform.python_version()}
-    for pkg in ("jaxsr", "jax", "jaxlib", "flax", "numpy", "scipy", "matplotlib", "dm-pix"):
+    found = {"python": platform.python_version(), "jaxsr": jaxsr.version()}
+    for pkg in ("jax", "jaxlib", "flax", "numpy", "scipy", "matplotlib", "dm-pix"):
         try:
             found[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -647,17 +639,19 @@ def run_evaluation(
     out_dir = pathlib.Path(out_dir)
     check_out_dir(out_dir, overwrite)
     started = time.perf_counter()
-    model, config = load_model(checkpoint)
+    from jaxsr import interpolate
+
+    interpolator, config = interpolate.load_interpolator(checkpoint)
     paths = list(list_volumes(data_dir, split))
     if max_volumes is not None:
         paths = paths[:max_volumes]
     if not paths:
         raise UserError(f"{data_dir}: no volumes in the {split!r} split")
-    target_mm = float(config.data.get("target_spacing_mm", 1.4)) if "data" in config else 1.4
+    target_mm = float(config.data.target_spacing_mm)
     if full_fov is False and crop_size < 1:
         raise UserError(f"crop size must be positive, got {crop_size}")
     crop = None if full_fov else crop_size
-    methods = {AE: autoencoder_method(model), **baseline_methods()}
+    methods = {AE: autoencoder_method(interpolator), **baseline_methods()}
     log.info("evaluating %d volume(s) from %s (%s split), crop %s", len(paths), data_dir, split,
              "full field of view" if crop is None else f"{crop}x{crop}")
     evaluation = evaluate_volumes(paths, methods, default_metrics(), crop_size=crop, target_mm=target_mm,

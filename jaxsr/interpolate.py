@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import logging
 import math
+import os
 from typing import Any, Sequence
 
 import jax
@@ -175,8 +176,9 @@ def _pad_rows(x: np.ndarray | jax.Array, rows: int):
 class LatentInterpolator:
     """A model bound to the local devices, ready to interpolate many volumes.
 
-    Build one per model and reuse it: parameters are placed on the devices once
-    and the compiled programs are shared across volumes.
+    Build one per model and reuse it (`interpolator_for` pads to what the
+    config's depth needs): parameters are placed on the devices once and the
+    compiled programs are shared across volumes.
     """
 
     def __init__(
@@ -297,30 +299,31 @@ class LatentInterpolator:
         return out
 
 
-def as_interpolator(model: Any, **kwargs) -> LatentInterpolator:
-    """`model` if it already is a LatentInterpolator, else a new one for it."""
-    if isinstance(model, LatentInterpolator):
-        return model
-    return LatentInterpolator(model, **kwargs)
+# ----------------------------------------------------------------------------
+# Binding a model: the one way every entry point gets its interpolator
 
 
-def interpolate_stack(
-    model: Any,
-    stack: np.ndarray,
-    positions: Sequence[float] | np.ndarray,
-    *,
-    keep_originals: bool = True,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    size_multiple: int = DEFAULT_SIZE_BUCKET,
-) -> np.ndarray:
-    """Latent interpolation of a preprocessed stack (X, Y, Z, T) in [0, 1].
+def size_multiple_for(config: Any, size_bucket: int = DEFAULT_SIZE_BUCKET) -> int:
+    """In-plane padding multiple: the size bucket, and divisible by 2**num_blocks."""
+    return math.lcm(int(size_bucket), 2 ** int(config.model.num_blocks))
 
-    Returns (X, Y, len(positions), T). `model`: an NNX module in eval mode, an
-    encode/decode object, or a LatentInterpolator (reuse one across volumes).
-    `size_multiple` must be a multiple of the model's 2**num_blocks.
+
+def interpolator_for(
+    model: Any, config: Any, *, batch_size: int = DEFAULT_BATCH_SIZE, size_bucket: int = DEFAULT_SIZE_BUCKET
+) -> LatentInterpolator:
+    """`model` bound to the local devices with the in-plane padding its depth needs."""
+    return LatentInterpolator(model, batch_size=batch_size, size_multiple=size_multiple_for(config, size_bucket))
+
+
+def load_interpolator(checkpoint: str | os.PathLike, *, batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[LatentInterpolator, Any]:
+    """(interpolator, config) from a training workdir or one checkpoint step; raises CheckpointError.
+
+    `jaxsr upsample`, `reprocess`, `evaluate` and the demo all load their model here.
     """
-    interpolator = as_interpolator(model, batch_size=batch_size, size_multiple=size_multiple)
-    return interpolator.interpolate_stack(stack, positions, keep_originals=keep_originals)
+    from jaxsr.train import checkpoint as checkpoint_lib
+
+    model, config = checkpoint_lib.load_for_inference(checkpoint)
+    return interpolator_for(model, config, batch_size=batch_size), config
 
 
 # ----------------------------------------------------------------------------
@@ -336,11 +339,6 @@ class PreparedVolume:
     preprocessing: Any  # jaxsr.data.preprocess.Preprocessing
     positions: np.ndarray
     step: float  # input slices per output slice
-
-
-def size_multiple_for(config: Any, size_bucket: int = DEFAULT_SIZE_BUCKET) -> int:
-    """In-plane padding multiple: the size bucket, and divisible by 2**num_blocks."""
-    return math.lcm(int(size_bucket), 2 ** int(config.model.num_blocks))
 
 
 def prepare_volume(volume: Volume, config: Any, *, factor: int | None = None, spacing: float | None = None) -> PreparedVolume:
@@ -373,22 +371,21 @@ def finish_volume(prepared: PreparedVolume, interpolated: np.ndarray, *, replace
 
 
 def upsample_volume(
-    model: Any,
+    interpolator: LatentInterpolator,
     config: Any,
     volume: Volume,
     *,
     factor: int | None = None,
     spacing: float | None = None,
     replace_originals: bool = False,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    size_bucket: int = DEFAULT_SIZE_BUCKET,
 ) -> Volume:
     """A thin-slice Volume from a thick-slice one (3D or 4D), geometry exact.
 
     Output slice j lies at input slice coordinate j·step (factor k: step 1/k;
     spacing s: step s / slice spacing), spanning first to last acquired slice.
+    `jaxsr reprocess` runs the same three stages (prepare, interpolate, finish)
+    on separate threads.
     """
-    interpolator = as_interpolator(model, batch_size=batch_size, size_multiple=size_multiple_for(config, size_bucket))
     prepared = prepare_volume(volume, config, factor=factor, spacing=spacing)
     interpolated = interpolator.interpolate_stack(prepared.stack, prepared.positions, keep_originals=not replace_originals)
     return finish_volume(prepared, interpolated, replace_originals=replace_originals)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import collections
 import concurrent.futures as cf
 import dataclasses
-import importlib.metadata
 import json
 import logging
 import os
@@ -33,17 +32,9 @@ from typing import Any
 
 import numpy as np
 
+import jaxsr
 from jaxsr.errors import UserError
-from jaxsr.interpolate import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_SIZE_BUCKET,
-    LatentInterpolator,
-    PreparedVolume,
-    as_interpolator,
-    finish_volume,
-    prepare_volume,
-    size_multiple_for,
-)
+from jaxsr.interpolate import LatentInterpolator, PreparedVolume, finish_volume, prepare_volume, upsample_volume
 from jaxsr.io import archive
 from jaxsr.io.atomic import TEMP_MARKER, check_output, write_bytes_atomic
 from jaxsr.io.nifti import Volume, load, save
@@ -54,15 +45,6 @@ METHOD = "jaxsr-latent-interpolation"
 # Test hook: seconds to sleep before each volume's compute, so that a test can
 # kill a run deterministically between (and during) files.
 SLEEP_ENV = "JAXSR_REPROCESS_TEST_SLEEP_S"
-
-
-def jaxsr_version() -> str:
-    try:
-        return importlib.metadata.version("jaxsr")
-    except importlib.metadata.PackageNotFoundError:
-        from jaxsr import __version__
-
-        return __version__
 
 
 def sidecar_path(output: str | os.PathLike) -> pathlib.Path:
@@ -76,25 +58,27 @@ def config_to_dict(config: Any) -> Any:
     return dict(config) if config is not None else None
 
 
+@dataclasses.dataclass(frozen=True)
+class UpsampleSettings:
+    """What an output is asked to be (`--factor` or `--spacing`, and the rest), recorded in its sidecar."""
+
+    factor: int | None = None
+    spacing: float | None = None
+    replace_originals: bool = False
+    keep_dtype: bool = False
+    checkpoint: str | os.PathLike | None = None
+
+
 def build_sidecar(
-    source: Volume,
-    result: Volume,
-    *,
-    source_sha256: str,
-    checkpoint: str | os.PathLike | None,
-    config: Any,
-    factor: int | None,
-    spacing: float | None,
-    replace_originals: bool,
-    dtype: np.dtype,
+    source: Volume, result: Volume, *, source_sha256: str, config: Any, settings: UpsampleSettings, dtype: np.dtype
 ) -> dict[str, Any]:
     """What made this output, deterministically (no time stamps)."""
     return {
         "method": METHOD,
-        "factor": factor,
-        "spacing_mm": spacing,
-        "replace_originals": bool(replace_originals),
-        "checkpoint": os.path.abspath(checkpoint) if checkpoint is not None else None,
+        "factor": settings.factor,
+        "spacing_mm": settings.spacing,
+        "replace_originals": bool(settings.replace_originals),
+        "checkpoint": os.path.abspath(settings.checkpoint) if settings.checkpoint is not None else None,
         "config": config_to_dict(config),
         "source": {
             "path": os.path.abspath(source.path) if source.path else None,
@@ -107,7 +91,7 @@ def build_sidecar(
             "spacing_mm": [float(s) for s in result.spacing],
             "dtype": np.dtype(dtype).name,
         },
-        "jaxsr_version": jaxsr_version(),
+        "jaxsr_version": jaxsr.version(),
     }
 
 
@@ -129,6 +113,16 @@ def write_result(result: Volume, output: str | os.PathLike, sidecar: dict[str, A
         if not had_sidecar:
             side.unlink(missing_ok=True)
         raise
+
+
+def save_upsampled(
+    source: Volume, result: Volume, output: pathlib.Path, *, source_sha256: str, config: Any,
+    settings: UpsampleSettings, overwrite: bool,
+) -> None:  # fmt: skip
+    """The output NIfTI in the asked dtype, with the sidecar that says how it was made."""
+    dtype = output_dtype(source, settings.keep_dtype)
+    sidecar = build_sidecar(source, result, source_sha256=source_sha256, config=config, settings=settings, dtype=dtype)
+    write_result(result, output, sidecar, dtype=dtype, overwrite=overwrite)
 
 
 # ----------------------------------------------------------------------------
@@ -212,27 +206,21 @@ def remove_own_temporaries(outputs: list[pathlib.Path]) -> int:
 
 
 def reprocess_archive(
-    model: Any,
+    interpolator: LatentInterpolator,
     config: Any,
     in_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
+    settings: UpsampleSettings,
     *,
-    factor: int | None = None,
-    spacing: float | None = None,
-    checkpoint: str | os.PathLike | None = None,
     pattern: str | None = None,
     shard: tuple[int, int] | None = None,
     workers: int = 4,
-    replace_originals: bool = False,
-    keep_dtype: bool = False,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    size_bucket: int = DEFAULT_SIZE_BUCKET,
     progress: bool = True,
 ) -> Summary:
     """Upsamples every NIfTI under `in_dir` into the mirrored path under `out_dir`.
 
     Resumable through OUT_DIR/manifest.jsonl; never stops on a bad file.
-    `model`: NNX module, encode/decode object or LatentInterpolator.
+    `interpolator`: see `jaxsr.interpolate.interpolator_for`.
     """
     start = time.perf_counter()
     in_dir, out_dir = pathlib.Path(in_dir), pathlib.Path(out_dir)
@@ -243,7 +231,6 @@ def reprocess_archive(
         logger.info("removed %d temporary file(s) left by an interrupted run", removed)
     manifest = archive.Manifest(out_dir / archive.MANIFEST_NAME)
     latest = manifest.latest()
-    interpolator = as_interpolator(model, batch_size=batch_size, size_multiple=size_multiple_for(config, size_bucket))
     sleep_s = float(os.environ.get(SLEEP_ENV, "0") or 0)
     summary = Summary()
     workers = max(1, int(workers))
@@ -256,7 +243,7 @@ def reprocess_archive(
             if archive.is_done(latest.get(key), sha, out, [sidecar_path(out)]):
                 return _Skipped(key)
             volume = load(in_dir / rel)
-            return _Loaded(key, sha, prepare_volume(volume, config, factor=factor, spacing=spacing), t0)
+            return _Loaded(key, sha, prepare_volume(volume, config, factor=settings.factor, spacing=settings.spacing), t0)
         except Exception as e:  # a bad file must not stop the archive
             return _Failed(key, sha, one_line(e), t0)
 
@@ -268,16 +255,11 @@ def reprocess_archive(
 
     def write(loaded: _Loaded, interpolated: np.ndarray) -> None:
         try:
-            prepared = loaded.prepared
-            result = finish_volume(prepared, interpolated, replace_originals=replace_originals)
-            dtype = output_dtype(prepared.volume, keep_dtype)
-            sidecar = build_sidecar(
-                prepared.volume, result, source_sha256=loaded.sha256, checkpoint=checkpoint, config=config,
-                factor=factor, spacing=spacing, replace_originals=replace_originals, dtype=dtype,
-            )  # fmt: skip
+            result = finish_volume(loaded.prepared, interpolated, replace_originals=settings.replace_originals)
             out = outputs[loaded.rel]
             out.parent.mkdir(parents=True, exist_ok=True)
-            write_result(result, out, sidecar, dtype=dtype, overwrite=True)
+            save_upsampled(loaded.prepared.volume, result, out, source_sha256=loaded.sha256, config=config,
+                           settings=settings, overwrite=True)
         except Exception as e:
             record_failure(_Failed(loaded.rel, loaded.sha256, one_line(e), loaded.started))
             return
@@ -325,7 +307,7 @@ def reprocess_archive(
             t0 = time.perf_counter()
             try:
                 interpolated = interpolator.interpolate_stack(
-                    item.prepared.stack, item.prepared.positions, keep_originals=not replace_originals
+                    item.prepared.stack, item.prepared.positions, keep_originals=not settings.replace_originals
                 )
             except Exception as e:  # e.g. out of device memory on one huge volume
                 record_failure(_Failed(item.rel, item.sha256, one_line(e), item.started))
@@ -343,32 +325,13 @@ def reprocess_archive(
     return summary
 
 
-def upsample_file(
-    model: Any,
-    config: Any,
-    source: str | os.PathLike,
-    output: str | os.PathLike,
-    *,
-    factor: int | None = None,
-    spacing: float | None = None,
-    checkpoint: str | os.PathLike | None = None,
-    replace_originals: bool = False,
-    keep_dtype: bool = False,
-    overwrite: bool = False,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-) -> Volume:
+def upsample_file(interpolator: LatentInterpolator, config: Any, source: str | os.PathLike, output: str | os.PathLike,
+                  settings: UpsampleSettings, *, overwrite: bool = False) -> Volume:
     """`jaxsr upsample` as a function: one file in, one NIfTI and its sidecar out."""
     output = check_output(output, overwrite=overwrite)
     volume = load(source)  # VolumeError for anything unreadable, before hashing
     sha = archive.sha256_file(source)
-    interpolator: LatentInterpolator = as_interpolator(model, batch_size=batch_size, size_multiple=size_multiple_for(config))
-    prepared = prepare_volume(volume, config, factor=factor, spacing=spacing)
-    interpolated = interpolator.interpolate_stack(prepared.stack, prepared.positions, keep_originals=not replace_originals)
-    result = finish_volume(prepared, interpolated, replace_originals=replace_originals)
-    dtype = output_dtype(volume, keep_dtype)
-    sidecar = build_sidecar(
-        volume, result, source_sha256=sha, checkpoint=checkpoint, config=config,
-        factor=factor, spacing=spacing, replace_originals=replace_originals, dtype=dtype,
-    )  # fmt: skip
-    write_result(result, output, sidecar, dtype=dtype, overwrite=overwrite)
+    result = upsample_volume(interpolator, config, volume, factor=settings.factor, spacing=settings.spacing,
+                             replace_originals=settings.replace_originals)
+    save_upsampled(volume, result, output, source_sha256=sha, config=config, settings=settings, overwrite=overwrite)
     return result

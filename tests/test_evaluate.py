@@ -174,7 +174,7 @@ def test_evaluate_volumes_from_nifti(tmp_path):
         nib.save(nib.Nifti1Image(data, np.diag([1.4, 1.4, 10.0, 1.0])), str(path))
         paths.append(path)
     ev = evaluate.evaluate_volumes(paths, {"ae": nearest_noisy_standin, "linear": linear_standin}, METRICS,
-                                   crop_size=16, n_examples=1, through_plane_factor=2)
+                                   target_mm=1.4, crop_size=16, n_examples=1, through_plane_factor=2)
     assert ev.counts["volumes"] == 2 and ev.counts["frames"] == 4
     assert ev.counts["slices_scored"] == 4 * 2  # slices 1 and 3 per frame
     assert np.all(ev.scores.select(method="linear", variant="dropped")["psnr"] > 60)
@@ -313,6 +313,8 @@ def patched_run(monkeypatch, tmp_path):
     """run_evaluation with stand-ins for the model, the split and the metrics."""
     import ml_collections
 
+    from jaxsr.train import checkpoint as checkpoint_lib
+
     data = np.zeros((24, 24, 6, 2), np.float32)
     data[4:20, 4:20] = linear_volume(16, 16, 6, 2) * 100
     data[:3] = 100.0
@@ -322,9 +324,9 @@ def patched_run(monkeypatch, tmp_path):
         nib.save(nib.Nifti1Image(data, np.diag([1.4, 1.4, 10.0, 1.0])), str(path))
         paths.append(path)
     config = ml_collections.ConfigDict({"data": {"target_spacing_mm": 1.4}, "model": {"num_blocks": 2}})
-    monkeypatch.setattr(evaluate, "load_model", lambda checkpoint: (object(), config))
+    monkeypatch.setattr(checkpoint_lib, "load_for_inference", lambda checkpoint: (object(), config))
     monkeypatch.setattr(evaluate, "list_volumes", lambda data_dir, split: paths)
-    monkeypatch.setattr(evaluate, "autoencoder_method", lambda model: nearest_noisy_standin)
+    monkeypatch.setattr(evaluate, "autoencoder_method", lambda interpolator: nearest_noisy_standin)
     monkeypatch.setattr(evaluate, "baseline_methods", lambda: {"linear": linear_standin})
     monkeypatch.setattr(evaluate, "default_metrics", lambda: METRICS)
     return tmp_path
@@ -382,8 +384,10 @@ def test_real_modules_identity_autoencoder_equals_linear():
     """The wiring with jaxsr.interpolate, jaxsr.baselines and jaxsr.metrics (VIF needs >= 41 px)."""
     pytest.importorskip("jaxsr.metrics")
     pytest.importorskip("jaxsr.baselines")
+    from jaxsr.interpolate import LatentInterpolator
+
     stack = linear_volume(nx=48, ny=48, nz=5, nt=2) + 0.05 * np.random.default_rng(3).uniform(size=(48, 48, 5, 2)).astype(np.float32)
-    methods = {"ae": evaluate.autoencoder_method(_IdentityAutoencoder()), **evaluate.baseline_methods(("linear", "bspline"))}
+    methods = {"ae": evaluate.autoencoder_method(LatentInterpolator(_IdentityAutoencoder())), **evaluate.baseline_methods(("linear", "bspline"))}
     scores = evaluate.evaluate_stack(stack, methods, evaluate.default_metrics()).scores
     ae, lin = scores.select(method="ae"), scores.select(method="linear")
     np.testing.assert_allclose(ae["ssim"], lin["ssim"], atol=1e-5)

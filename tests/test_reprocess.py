@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 
 from jaxsr import cli
-from jaxsr.commands import upsample as upsample_command
+from jaxsr.interpolate import interpolator_for
 from jaxsr.io import archive
 from jaxsr.io.atomic import TEMP_MARKER
-from jaxsr.reprocess import SLEEP_ENV, reprocess_archive
+from jaxsr.reprocess import SLEEP_ENV, UpsampleSettings, reprocess_archive
+from jaxsr.train import checkpoint as checkpoint_lib
 from tests.test_interpolate import oblique_affine, tiny_config, tiny_model
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -90,7 +91,7 @@ def test_manifest_survives_a_torn_line(tmp_path):
 
 
 def test_reprocess_archive_with_a_corrupt_file(tmp_path, rng, monkeypatch, model_and_config, capsys):
-    monkeypatch.setattr(upsample_command, "load_model", lambda path: model_and_config)
+    monkeypatch.setattr(checkpoint_lib, "load_for_inference", lambda path: model_and_config)
     names = make_archive(tmp_path / "in", rng)
     corrupt = tmp_path / "in" / "b" / "broken.nii.gz"
     corrupt.write_bytes((tmp_path / "in" / "a" / "p1.nii.gz").read_bytes()[:300])  # truncated
@@ -136,7 +137,7 @@ def test_shards_split_the_work(tmp_path, rng, model_and_config):
     names = make_archive(tmp_path / "in", rng)
     done = []
     for i in range(2):
-        summary = reprocess_archive(model, config, tmp_path / "in", tmp_path / "out", factor=2, shard=(i, 2), workers=1, progress=False)
+        summary = reprocess_archive(interpolator_for(model, config), config, tmp_path / "in", tmp_path / "out", UpsampleSettings(factor=2), shard=(i, 2), workers=1, progress=False)
         done.append(summary.ok)
         assert not summary.failed and not summary.skipped
     assert sorted(done[0] + done[1]) == names and not set(done[0]) & set(done[1])
@@ -145,10 +146,11 @@ def test_shards_split_the_work(tmp_path, rng, model_and_config):
 _KILLED_RUN = """
 import sys
 from tests.test_interpolate import tiny_config, tiny_model
-from jaxsr.reprocess import reprocess_archive
+from jaxsr.interpolate import interpolator_for
+from jaxsr.reprocess import UpsampleSettings, reprocess_archive
 config = tiny_config()
-reprocess_archive(tiny_model(config), config, sys.argv[1], sys.argv[2], factor=3,
-                  checkpoint=sys.argv[3], workers=2, progress=False)
+reprocess_archive(interpolator_for(tiny_model(config), config), config, sys.argv[1], sys.argv[2],
+                  UpsampleSettings(factor=3, checkpoint=sys.argv[3]), workers=2, progress=False)
 """
 
 
@@ -156,7 +158,7 @@ def test_kill_then_rerun_matches_an_uninterrupted_run(tmp_path, rng, model_and_c
     model, config = model_and_config
     names = make_archive(tmp_path / "in", rng)
     ckpt = str(tmp_path / "ckpt")
-    reference = reprocess_archive(model, config, tmp_path / "in", tmp_path / "ref", factor=3, checkpoint=ckpt, workers=2, progress=False)
+    reference = reprocess_archive(interpolator_for(model, config), config, tmp_path / "in", tmp_path / "ref", UpsampleSettings(factor=3, checkpoint=ckpt), workers=2, progress=False)
     assert sorted(reference.ok) == names
     expected = outputs_of(tmp_path / "ref")
 
@@ -187,7 +189,7 @@ def test_kill_then_rerun_matches_an_uninterrupted_run(tmp_path, rng, model_and_c
     stale = out / "b" / "c" / f".p4.nii.gz{TEMP_MARKER}99999-dead.nii.gz"
     stale.parent.mkdir(parents=True, exist_ok=True)
     stale.write_bytes(b"half a file")
-    resumed = reprocess_archive(model, config, tmp_path / "in", out, factor=3, checkpoint=ckpt, workers=2, progress=False)
+    resumed = reprocess_archive(interpolator_for(model, config), config, tmp_path / "in", out, UpsampleSettings(factor=3, checkpoint=ckpt), workers=2, progress=False)
     assert not resumed.failed and sorted(resumed.ok + resumed.skipped) == names and resumed.skipped
     assert outputs_of(out) == expected
     assert not [p for p in out.rglob("*") if TEMP_MARKER in p.name]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jaxsr import cli
-from jaxsr.commands import upsample as upsample_command
+from jaxsr.train import checkpoint as checkpoint_lib
 from tests.test_interpolate import oblique_affine, tiny_config, tiny_model
 
 
@@ -30,7 +30,7 @@ def fake_checkpoint(monkeypatch, model_and_config, tmp_path):
         seen.append(path)
         return model_and_config
 
-    monkeypatch.setattr(upsample_command, "load_model", load_model)
+    monkeypatch.setattr(checkpoint_lib, "load_for_inference", load_model)
     folder = tmp_path / "ckpt"
     folder.mkdir()
     return folder, seen
@@ -155,3 +155,11 @@ def test_upsample_from_a_real_checkpoint(tmp_path, rng):
     assert image.shape == (24, 20, 7, 2)
     sidecar = json.loads((tmp_path / "out.nii.gz.json").read_text())
     assert sidecar["config"]["model"]["base_features"] == config.model.base_features
+
+
+def test_batch_size_flag_default_is_the_interpolators():
+    from jaxsr import interpolate
+    from jaxsr.commands import common
+
+    args = cli.build_parser().parse_args(["upsample", "a.nii", "b.nii", "--checkpoint", "c", "--factor", "2"])
+    assert args.batch_size == common.BATCH_SIZE == interpolate.DEFAULT_BATCH_SIZE

@@ -1,33 +1,31 @@
-"""`jaxsr evaluate`: the drop-every-other-slice protocol and its report."""
+"""`jaxsr evaluate`: score the autoencoder against linear, B-spline and Lanczos interpolation.
+
+Drops every other slice of each volume in a split, reconstructs the dropped
+slices with the autoencoder and with linear, B-spline and Lanczos
+interpolation, and scores them against the originals (SSIM, PSNR, VIF).
+Writes scores.csv, summary.json, figures/*.png and index.html into OUT and
+prints the summary table.
+"""
 
 from __future__ import annotations
 
 import argparse
 import pathlib
 
+from jaxsr.commands import common
 from jaxsr.errors import ConfigError
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "evaluate",
-        help="score the autoencoder against linear, B-spline and Lanczos interpolation",
-        description=(
-            "Drops every other slice of each volume in a split, reconstructs the dropped slices with the "
-            "autoencoder and with linear, B-spline and Lanczos interpolation, and scores them against the "
-            "originals (SSIM, PSNR, VIF). Writes scores.csv, summary.json, figures/*.png and index.html "
-            "into OUT and prints the summary table."
-        ),
-    )
+    parser = common.add_command(subparsers, __doc__, run)
     parser.add_argument("--checkpoint", type=pathlib.Path, required=True, help="training workdir or one checkpoint step folder")
     parser.add_argument("--data", type=pathlib.Path, required=True, help="ACDC tree or folder of NIfTI files")
     parser.add_argument("--out", type=pathlib.Path, required=True, help="report folder (created; must be empty unless --overwrite)")
     parser.add_argument("--split", default="test", choices=("train", "validation", "test"), help="which split to score (default: test)")
     parser.add_argument("--full-fov", action="store_true", help="score the full field of view instead of the 128x128 centre crop")
-    parser.add_argument("--crop-size", type=int, default=128, help="in-plane centre crop in pixels at 1.4 mm (default: 128, the paper's)")
+    parser.add_argument("--crop-size", type=int, default=128, help="in-plane centre crop in pixels at the model's in-plane spacing (default: 128, the paper's)")
     parser.add_argument("--max-volumes", type=int, default=None, help="score only the first N volumes of the split")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty OUT")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,11 @@
-"""`jaxsr reprocess IN_DIR OUT_DIR --checkpoint DIR (--factor K | --spacing MM)`: an archive."""
+"""`jaxsr reprocess`: upsample every NIfTI under a folder, resumably.
+
+Mirrors IN_DIR under OUT_DIR with upsampled volumes and keeps
+OUT_DIR/manifest.jsonl, so a rerun skips what is done and retries what failed.
+Outputs are written atomically; a bad file is recorded and the run goes on
+(exit code 1 if anything failed). On several hosts each process takes its
+share of the files; --shard I/N splits across independent jobs.
+"""
 
 from __future__ import annotations
 
@@ -6,46 +13,33 @@ import argparse
 import pathlib
 import sys
 
-from jaxsr.commands import upsample as upsample_command
+from jaxsr.commands import common
+from jaxsr.errors import UserError
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "reprocess",
-        help="upsample every NIfTI under a folder, resumably",
-        description=(
-            "Mirrors IN_DIR under OUT_DIR with upsampled volumes and keeps OUT_DIR/manifest.jsonl, so "
-            "a rerun skips what is done and retries what failed. Outputs are written atomically; a bad "
-            "file is recorded and the run goes on (exit code 1 if anything failed). On several hosts "
-            "each process takes its share of the files; --shard I/N splits across independent jobs."
-        ),
-    )
+    parser = common.add_command(subparsers, __doc__, run)
     parser.add_argument("input_dir", type=pathlib.Path, metavar="IN_DIR")
     parser.add_argument("output_dir", type=pathlib.Path, metavar="OUT_DIR")
-    upsample_command.add_model_arguments(parser)
+    common.add_model_arguments(parser)
     parser.add_argument("--pattern", default=None, help="fnmatch pattern on paths relative to IN_DIR, e.g. '*/*_4d.nii.gz'")
     parser.add_argument("--shard", default=None, metavar="I/N", help="process files i with i %% N == I (0-based)")
-    parser.add_argument("--workers", type=upsample_command.positive_int, default=4, help="reader and writer threads each (default 4)")
+    parser.add_argument("--workers", type=common.positive_int, default=4, help="reader and writer threads each (default 4)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from jaxsr.interpolate import load_interpolator
     from jaxsr.io.archive import parse_shard
     from jaxsr.reprocess import reprocess_archive
-
-    from jaxsr.errors import UserError
 
     shard = parse_shard(args.shard) if args.shard else None
     if not args.input_dir.is_dir():
         raise UserError(f"{args.input_dir}: input folder does not exist")
-    model, config = upsample_command.load_model(args.checkpoint)
+    interpolator, config = load_interpolator(args.checkpoint, batch_size=args.batch_size)
     summary = reprocess_archive(
-        model, config, args.input_dir, args.output_dir,
-        factor=args.factor, spacing=args.spacing, checkpoint=args.checkpoint,
-        pattern=args.pattern, shard=shard, workers=args.workers,
-        replace_originals=args.replace_originals, keep_dtype=args.keep_dtype,
-        batch_size=args.batch_size, progress=not args.no_progress,
+        interpolator, config, args.input_dir, args.output_dir, common.upsample_settings(args),
+        pattern=args.pattern, shard=shard, workers=args.workers, progress=not args.no_progress,
     )  # fmt: skip
     print(summary.text(), file=sys.stderr if summary.failed else sys.stdout)
     return 1 if summary.failed else 0

@@ -1,0 +1,65 @@
+"""What several subcommands share: registering from the module docstring, number types, model arguments."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import pathlib
+from typing import Callable
+
+# jaxsr.interpolate.DEFAULT_BATCH_SIZE (a test keeps them equal): importing jax here would
+# make every `jaxsr --help` wait two seconds.
+BATCH_SIZE = 64
+
+
+def add_command(subparsers, doc: str, run: Callable[[argparse.Namespace], int], **defaults) -> argparse.ArgumentParser:
+    """A subcommand whose help and description are its module's docstring.
+
+    The docstring's first line reads "`jaxsr NAME ...`: one-line help."; the
+    paragraphs after it are the `--help` description. Writing them once, as
+    the module's documentation, keeps the two from drifting apart.
+    """
+    first, _, rest = inspect.cleandoc(doc).partition("\n")
+    usage, _, help_text = first.partition(": ")
+    name = usage.strip("`").split()[1]
+    parser = subparsers.add_parser(name, help=help_text.rstrip("."), description=rest.strip() or None)
+    parser.set_defaults(func=run, **defaults)
+    return parser
+
+
+def _positive(convert: Callable[[str], float], what: str) -> Callable[[str], float]:
+    """An argparse type: `convert(text)`, refused unless finite and > 0."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not 0 < value < float("inf"):
+            raise argparse.ArgumentTypeError(f"expected a positive {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int = _positive(int, "integer")
+positive_float = _positive(float, "number")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The checkpoint, the output grid and the output policy: `upsample` and `reprocess`."""
+    parser.add_argument("--checkpoint", type=pathlib.Path, required=True, help="training workdir (its best checkpoint) or one checkpoint step folder")
+    grid = parser.add_mutually_exclusive_group(required=True)
+    grid.add_argument("--factor", type=positive_int, help="k: k-1 new slices between each pair of acquired slices")
+    grid.add_argument("--spacing", type=positive_float, metavar="MM", help="target slice spacing in mm (output spans first to last acquired slice)")
+    parser.add_argument("--replace-originals", action="store_true", help="use the model's reconstructions for the acquired slices too (as in the paper's evaluation); default keeps them bit-identical")
+    parser.add_argument("--keep-dtype", action="store_true", help="write the input's data type (rounded and clipped) instead of float32")
+    parser.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE, help=f"slices per device batch; lower it if the device runs out of memory (default {BATCH_SIZE})")
+
+
+def upsample_settings(args: argparse.Namespace):
+    """The jaxsr.reprocess.UpsampleSettings that `add_model_arguments`' flags ask for."""
+    from jaxsr.reprocess import UpsampleSettings
+
+    return UpsampleSettings(factor=args.factor, spacing=args.spacing, replace_originals=args.replace_originals,
+                            keep_dtype=args.keep_dtype, checkpoint=args.checkpoint)
