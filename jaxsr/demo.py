@@ -136,16 +136,15 @@ def _latest_checkpoint_mtime(workdir: pathlib.Path) -> float:
 
 
 def _upsample(workdir: pathlib.Path, source: pathlib.Path, out_dir: pathlib.Path) -> pathlib.Path:
-    from jaxsr import reprocess
-    from jaxsr.train import checkpoint
+    from jaxsr import interpolate, reprocess
 
     out_dir.mkdir(parents=True, exist_ok=True)
     name = source.name.replace(".nii.gz", "").replace(".nii", "")
     target = out_dir / f"{name}_x2.nii.gz"
     if target.exists() and target.stat().st_mtime >= _latest_checkpoint_mtime(workdir):
         return target
-    model, config = checkpoint.load_for_inference(workdir)
-    reprocess.upsample_file(model, config, source, target, factor=2, checkpoint=workdir, overwrite=True)
+    interpolator, config = interpolate.load_interpolator(workdir)
+    reprocess.upsample_file(interpolator, config, source, target, reprocess.UpsampleSettings(factor=2, checkpoint=workdir), overwrite=True)
     return target
 
 
