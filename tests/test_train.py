@@ -1,6 +1,7 @@
 """Training: the step learns, data parallelism is exact, resume is exact, the NaN guard, configs."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -33,8 +34,34 @@ def params_of(state):
     return {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(nnx.to_pure_dict(model_state))}
 
 
-def run_steps(config, batch, devices, n):
-    model, optimizer = loop.create_state(config)
+def create_state_float64(config, create_state=loop.create_state):  # bound here: tests patch loop.create_state with this
+    """`loop.create_state` with every parameter, moment and conv/norm computation in float64.
+
+    Call inside `jax.enable_x64()`. Equivalence across device counts is compared in float64
+    because float32 cannot show it: 3 Adam steps of the tiny model on 1 vs 2 devices differed by
+    1.2e-4 (loss, relative) and 2.1e-3 (a parameter, absolute) on this 2-core EPYC, 2026-12-01.
+    Adam's first steps move each parameter by about lr whatever its gradient's size, so a
+    reduction-order change that flips a near-zero gradient moves that parameter by up to 2 lr.
+    """
+    model, optimizer = create_state(config)
+    for _, module in nnx.iter_modules(model):
+        if hasattr(module, "dtype"):
+            module.dtype = jnp.float64
+    state = nnx.state((model, optimizer))
+    nnx.update((model, optimizer), jax.tree.map(lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a, state))
+    return model, optimizer
+
+
+# In float64 the 1/2/4/8-device runs of 3 steps differed by at most 6.6e-16 (loss, relative) and
+# 3.3e-16 (parameters, absolute), measured as above. Scaling float32's worst amplification
+# (2.1e-3 / float32 eps 1.2e-7 = 1.8e4) to float64 eps (2.2e-16) predicts 4e-12; 1e-9 leaves a
+# 250x margin, while a real data-parallel bug (per-device batch statistics, a gradient averaged
+# over the wrong count) moves the loss by more than 1e-3.
+FLOAT64_DEVICE_TOL = 1e-9
+
+
+def run_steps(config, batch, devices, n, create_state=loop.create_state):
+    model, optimizer = create_state(config)
     graphdef, state = nnx.split((model, optimizer))
     mesh = parallel.make_mesh(devices)
     state = jax.device_put(state, NamedSharding(mesh, P()))
@@ -61,12 +88,16 @@ def test_loss_falls_on_a_fixed_batch(fixed_batch):
 
 def test_eight_devices_match_one(fixed_batch):
     assert jax.device_count() == 8
-    state8, losses8 = run_steps(tiny(), fixed_batch, jax.devices(), 3)
-    state1, losses1 = run_steps(tiny(), fixed_batch, jax.devices()[:1], 3)
-    np.testing.assert_allclose(losses8, losses1, rtol=1e-5)
+    with jax.enable_x64():  # see create_state_float64 for why, FLOAT64_DEVICE_TOL for the bound
+        batch = {k: v.astype(np.float64) for k, v in fixed_batch.items()}
+        state8, losses8 = run_steps(tiny(), batch, jax.devices(), 3, create_state_float64)
+        state1, losses1 = run_steps(tiny(), batch, jax.devices()[:1], 3, create_state_float64)
+    assert losses1[-1] < losses1[0]  # the steps did move the parameters
+    np.testing.assert_allclose(losses8, losses1, rtol=FLOAT64_DEVICE_TOL)
     p8, p1 = params_of(state8), params_of(state1)
+    assert all(v.dtype == np.float64 for v in p1.values())
     worst = max(float(np.max(np.abs(p8[k] - p1[k]))) for k in p8)
-    assert worst < 1e-5, worst
+    assert worst < FLOAT64_DEVICE_TOL, worst
 
 
 def test_batch_is_sharded_and_params_replicated(fixed_batch):
@@ -75,7 +106,7 @@ def test_batch_is_sharded_and_params_replicated(fixed_batch):
     assert leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == 8
 
 
-def test_interrupted_and_resumed_run_equals_straight_run(tmp_path):
+def test_interrupted_and_resumed_run_equals_straight_run(tmp_path, monkeypatch):
     stacks, val = smooth_stacks(seed=1), smooth_stacks(1, seed=2)
     config = tiny("--config.train.steps=4", "--config.train.checkpoint_every=100")
     straight = loop.train(config, tmp_path / "a", None, stacks=stacks, val_stacks=val, show_progress=False)
@@ -85,11 +116,16 @@ def test_interrupted_and_resumed_run_equals_straight_run(tmp_path):
     a, b = params_of(straight["state"]), params_of(resumed["state"])
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-    # Resuming the same run on half the devices continues it (to float tolerance).
-    loop.train(config, tmp_path / "c", None, stacks=stacks, val_stacks=val, show_progress=False, stop_after=2)
-    other = loop.train(config, tmp_path / "c", None, stacks=stacks, val_stacks=val, show_progress=False, devices=jax.devices()[:4])
-    c = params_of(other["state"])
-    assert max(float(np.max(np.abs(a[k] - c[k]))) for k in a) < 1e-4
+    # Resuming the same run on half the devices continues it, compared in float64 because in
+    # float32 a change of device count alone moves parameters by up to 2e-3 (create_state_float64).
+    monkeypatch.setattr(loop, "create_state", create_state_float64)
+    with jax.enable_x64():
+        straight = loop.train(config, tmp_path / "d", None, stacks=stacks, val_stacks=val, show_progress=False)
+        loop.train(config, tmp_path / "c", None, stacks=stacks, val_stacks=val, show_progress=False, stop_after=2)
+        other = loop.train(config, tmp_path / "c", None, stacks=stacks, val_stacks=val, show_progress=False, devices=jax.devices()[:4])
+    a, c = params_of(straight["state"]), params_of(other["state"])
+    assert all(v.dtype == np.float64 for v in c.values())
+    assert max(float(np.max(np.abs(a[k] - c[k]))) for k in a) < FLOAT64_DEVICE_TOL
 
 
 def test_tfdata_loader_resumes_exactly_too(tmp_path):
