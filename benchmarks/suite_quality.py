@@ -101,7 +101,8 @@ def model_for(args, s: dict[str, Any], train_paths: list[pathlib.Path]):
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from jaxsr import evaluate, interpolate
+    from jaxsr import evaluate, interpolate, stats
+    from jaxsr.scores import PRIMARY
 
     s = settings(args)
     with tempfile.TemporaryDirectory() as tmp:
@@ -119,8 +120,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                target_mm=float(config.data.get("target_spacing_mm", 1.4)),
                                                n_examples=0, through_plane_factor=0)
         eval_s = time.perf_counter() - t0
-    summary = evaluate.summarise(evaluation.scores)
-    block = summary["variants"][evaluate.PRIMARY]
+    summary = stats.summarise(evaluation.scores)
+    block = summary["variants"][PRIMARY]
     figures, table = [], {}
     for method, scores in block["methods"].items():
         table[method] = {}
@@ -135,6 +136,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     figures.append({"name": "evaluation (all methods and metrics)", "unit": "slices/s",
                     "median": n_slices / eval_s, "min": n_slices / eval_s, "max": n_slices / eval_s, "iqr": 0.0,
                     "repeats": 1, "note": "one run, compile included"})
-    return {"settings": s, "data": data, "model": model_info, "variant": evaluate.PRIMARY,
+    return {"settings": s, "data": data, "model": model_info, "variant": PRIMARY,
             "quality": table, "wilcoxon": block.get("wilcoxon"), "counts": evaluation.counts,
             "evaluation_s": eval_s, "figures": figures}

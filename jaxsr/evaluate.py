@@ -1,21 +1,20 @@
 """The paper's evaluation protocol: drop every other slice, reconstruct it, score it.
 
 For each volume and frame of a split: preprocess as in training (1..99
-percentile to [0, 1], the config's in-plane spacing), centre-crop 128 x 128 in-plane (or keep the full field of
-view; a smaller image is zero-padded, i.e. background), keep the even slices
-0, 2, 4, ... and reconstruct the odd ones at positions 0.5, 1.5, ... in
+percentile to [0, 1], the config's in-plane spacing), centre-crop 128 x 128
+in-plane (or keep the full field of view; a smaller image is zero-padded,
+i.e. background), keep the even slices 0, 2, 4, ... and reconstruct the odd ones at positions 0.5, 1.5, ... in
 kept-slice coordinates with the autoencoder and each baseline. An odd last
 slice of an even-length stack has no right neighbour and is skipped (logged
 and counted in the summary).
 
-Two variants are scored, each slice on its own (SSIM, PSNR, VIF):
-- 'dropped' (primary): the reconstructed slices against the dropped originals.
-- 'all' (paper-compatible): every slice from 0 to the last kept one, where each
-  method's output at a kept slice is what it returns at that integer position:
-  the baselines return the original exactly, the autoencoder its own
-  reconstruction (encode -> decode). So the autoencoder function must NOT
-  keep originals (`keep_originals=False`); this module puts originals back
-  itself where it wants them (the through-plane figure).
+Two variants are scored, each slice on its own (SSIM, PSNR, VIF; see
+jaxsr.scores): 'dropped', the verdict, and 'all', where each method's output
+at a kept slice is what it returns at that integer position (the baselines
+the original, the autoencoder its encode -> decode reconstruction). So the
+autoencoder function must NOT keep originals (`keep_originals=False`); this
+module puts originals back itself where it wants them (the through-plane
+figure).
 
 Every method is a function `(stack (X, Y, Z, T), positions (P,)) -> (X, Y, P, T)`,
 which makes the protocol testable without a model. All frames of a volume go
@@ -28,7 +27,6 @@ overshoot.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import datetime
 import json
@@ -36,36 +34,25 @@ import logging
 import os
 import pathlib
 import platform
-import shutil
-import tempfile
 import time
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 import jaxsr
 from jaxsr import stats
 from jaxsr.errors import UserError
+from jaxsr.io.atomic import atomic_folder, check_folder_output
+from jaxsr.scores import AE, BASELINES, METRICS, MetricFn, ScoreTable, score_methods
+
+if TYPE_CHECKING:  # jax is imported only when a model is evaluated
+    from jaxsr.interpolate import LatentInterpolator
 
 log = logging.getLogger(__name__)
 
 InterpolateFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
-MetricFn = Callable[[np.ndarray, np.ndarray], Any]
 
-AE = "ae"
-BASELINES = ("linear", "bspline", "lanczos")
-METHODS = (AE,) + BASELINES
-METRICS = ("ssim", "psnr", "vif")
-PRIMARY = "dropped"
-VARIANTS = {
-    "dropped": "every other slice dropped, reconstructed from its two neighbours and scored against the original",
-    "all": "paper-compatible: every slice scored, kept slices replaced by each method's output "
-    "(the autoencoder's reconstructions; originals for the baselines)",
-}
 DEFAULT_CROP = 128
-DEFAULT_SIGNIFICANCE = 0.001  # the paper reports p << 0.001
-METRIC_CHUNK = 256
-COLUMNS = ("volume", "frame", "slice", "method", "variant") + METRICS
 
 
 # ----------------------------------------------------------------------------
@@ -131,127 +118,7 @@ def crop_inplane(stack: np.ndarray, size: int | None) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------
-# The per-slice score table
-
-
-@dataclasses.dataclass
-class ScoreTable:
-    """Column-wise per-slice scores: one row per (volume, frame, slice, method, variant)."""
-
-    columns: dict[str, np.ndarray]
-
-    @classmethod
-    def empty(cls) -> "ScoreTable":
-        return cls({c: np.zeros(0, _dtype(c)) for c in COLUMNS})
-
-    @classmethod
-    def concat(cls, tables: Iterable["ScoreTable"]) -> "ScoreTable":
-        tables = list(tables)
-        if not tables:
-            return cls.empty()
-        return cls({c: np.concatenate([t.columns[c] for t in tables]) for c in COLUMNS})
-
-    def __len__(self) -> int:
-        return int(self.columns["slice"].size)
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        return self.columns[name]
-
-    def select(self, *, method: str | None = None, variant: str | None = None) -> "ScoreTable":
-        mask = np.ones(len(self), bool)
-        if method is not None:
-            mask &= self.columns["method"] == method
-        if variant is not None:
-            mask &= self.columns["variant"] == variant
-        return ScoreTable({c: v[mask] for c, v in self.columns.items()})
-
-    def keys(self) -> list[tuple]:
-        """(volume, frame, slice) per row: what pairs two methods' scores."""
-        return list(zip(self.columns["volume"].tolist(), self.columns["frame"].tolist(), self.columns["slice"].tolist()))
-
-    def methods(self) -> list[str]:
-        present = set(self.columns["method"].tolist())
-        return [m for m in METHODS if m in present] + sorted(present - set(METHODS))
-
-    def write_csv(self, path: str | os.PathLike) -> None:
-        with open(path, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(COLUMNS)
-            for row in zip(*(self.columns[c].tolist() for c in COLUMNS)):
-                writer.writerow([repr(v) if isinstance(v, float) else v for v in row])
-
-    @classmethod
-    def read_csv(cls, path: str | os.PathLike) -> "ScoreTable":
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        return cls({c: np.array([r[c] for r in rows], _dtype(c)) for c in COLUMNS})
-
-
-def _dtype(column: str):
-    if column in ("frame", "slice"):
-        return np.int64
-    if column in METRICS:
-        return np.float64
-    return object
-
-
-# ----------------------------------------------------------------------------
-# Scoring
-
-
-def _bucket(m: int) -> int:
-    """8, 16, 32, then multiples of 32: few compiled shapes, under 32 wasted images."""
-    return max(8, 1 << (m - 1).bit_length()) if m <= 32 else -(-m // 32) * 32
-
-
-def score_images(reference: np.ndarray, test: np.ndarray, metrics: Mapping[str, MetricFn], *, chunk: int = METRIC_CHUNK) -> dict[str, np.ndarray]:
-    """Per-image scores of `test` against `reference`, both (N, H, W, 1).
-
-    Each metric is called as fn(reference, test), the jaxsr.metrics order
-    (VIF is not symmetric). A short chunk is padded to a bucket size (see
-    `_bucket`) by repeating its first image (zeros would make VIF 0/0), so
-    jitted metrics compile a few shapes; padded rows are discarded.
-    """
-    n = reference.shape[0]
-    out = {name: np.empty(n, np.float64) for name in metrics}
-    for start in range(0, n, chunk):
-        a, b = reference[start : start + chunk], test[start : start + chunk]
-        m = a.shape[0]
-        size = _bucket(m)
-        if size > m:
-            a = np.concatenate([a, np.repeat(a[:1], size - m, axis=0)])
-            b = np.concatenate([b, np.repeat(b[:1], size - m, axis=0)])
-        for name, fn in metrics.items():
-            out[name][start : start + m] = np.asarray(fn(a, b), np.float64).reshape(-1)[:m]
-    return out
-
-
-def _score_methods(truth: np.ndarray, preds: list[np.ndarray], metrics: Mapping[str, MetricFn]) -> dict[str, np.ndarray]:
-    """Scores of each method's images (stacked method-major) against `truth`.
-
-    A slice that a method returns bit for bit equal to the original (every
-    baseline at a kept slice) is scored once as original vs original and the
-    result reused: the metric of the same inputs is the same number, and this
-    saves over a third of the work of the paper-compatible variant.
-    """
-    n = truth.shape[0]
-    pred = np.concatenate(preds)
-    same = np.all(pred.reshape(pred.shape[0], -1) == np.tile(truth.reshape(n, -1), (len(preds), 1)), axis=1)
-    differ = np.nonzero(~same)[0]
-    identical = np.unique(np.nonzero(same)[0] % n)
-    reference = np.concatenate([truth[differ % n], truth[identical]])
-    test = np.concatenate([pred[differ], truth[identical]])
-    scored = score_images(reference, test, metrics) if reference.shape[0] else {m: np.zeros(0) for m in metrics}
-    out = {}
-    for name, values in scored.items():
-        full = np.empty(pred.shape[0], np.float64)
-        full[differ] = values[: differ.size]
-        lookup = np.empty(n, np.float64)
-        lookup[identical] = values[differ.size :]
-        same_rows = np.nonzero(same)[0]
-        full[same_rows] = lookup[same_rows % n]
-        out[name] = full
-    return out
+# One stack
 
 
 def _to_images(stack: np.ndarray) -> np.ndarray:
@@ -302,7 +169,7 @@ def evaluate_stack(
         preds.append(_to_images(outputs[method]))
 
     t0 = time.perf_counter()
-    scores = _score_methods(truth, preds, metrics)
+    scores = score_methods(truth, preds, metrics)
     seconds["metrics"] = time.perf_counter() - t0
 
     n_frames, n_pos = stack.shape[3], plan.covered.size
@@ -488,71 +355,6 @@ def evaluate_volumes(
 
 
 # ----------------------------------------------------------------------------
-# Summary statistics
-
-
-def summarise(scores: ScoreTable, *, significance: float = DEFAULT_SIGNIFICANCE, reference: str = AE) -> dict:
-    """Median/IQR per method and metric, one-sided Wilcoxon "reference better than X", winners.
-
-    Per variant: {'methods': {m: {metric: {median, q25, q75, n}}},
-    'wilcoxon': {baseline: {metric: {p, statistic, n_pairs, ...}}},
-    'winners': {metric: {'best': [...], 'reference_wins': bool, 'significant_vs_all': bool, ...}}}.
-    PSNR is capped at stats.PSNR_CAP_DB first (see jaxsr.stats). Pairs are
-    matched on (volume, frame, slice); a slice missing for either method is left out.
-    """
-    summary: dict[str, Any] = {
-        "reference": reference,
-        "primary_variant": PRIMARY,
-        "significance_level": significance,
-        "psnr_cap_db": stats.PSNR_CAP_DB,
-        "metrics": list(METRICS),
-        "variants": {},
-    }
-    for variant, description in VARIANTS.items():
-        table = scores.select(variant=variant)
-        if len(table) == 0:
-            continue
-        methods = table.methods()
-        per_method = {m: table.select(method=m) for m in methods}
-        block: dict[str, Any] = {"description": description, "n_slices": {}, "methods": {}, "wilcoxon": {}, "winners": {}}
-        for m, t in per_method.items():
-            block["n_slices"][m] = len(t)
-            block["methods"][m] = {metric: stats.median_iqr(stats.cap_scores(metric, t[metric])) for metric in METRICS}
-        if reference in per_method:
-            ref = per_method[reference]
-            ref_index = {k: i for i, k in enumerate(ref.keys())}
-            for m in methods:
-                if m == reference:
-                    continue
-                other = per_method[m]
-                pairs = [(ref_index[k], j) for j, k in enumerate(other.keys()) if k in ref_index]
-                ri = np.array([p[0] for p in pairs], int)
-                oi = np.array([p[1] for p in pairs], int)
-                block["wilcoxon"][m] = {
-                    metric: stats.wilcoxon_greater(
-                        stats.cap_scores(metric, ref[metric][ri]), stats.cap_scores(metric, other[metric][oi]))
-                    for metric in METRICS
-                }
-        for metric in METRICS:
-            medians = {m: block["methods"][m][metric]["median"] for m in methods}
-            best = stats.best_by_median(medians)
-            others = {m: v for m, v in medians.items() if m != reference and v is not None}
-            best_other = max(others, key=others.get) if others else None
-            ps = [block["wilcoxon"][m][metric]["p"] for m in block["wilcoxon"]]
-            block["winners"][metric] = {
-                "best": best,
-                "reference_median": medians.get(reference),
-                "best_other": best_other,
-                "best_other_median": others.get(best_other),
-                "reference_wins": best == [reference],
-                "significant_vs_all": bool(ps) and all(p is not None and p < significance for p in ps),
-                "max_p": max((p for p in ps if p is not None), default=None),
-            }
-        summary["variants"][variant] = block
-    return summary
-
-
-# ----------------------------------------------------------------------------
 # Default methods and metrics, and the whole run behind `jaxsr evaluate`
 
 
@@ -574,34 +376,13 @@ def default_metrics() -> dict[str, MetricFn]:
     return {"ssim": metrics.ssim, "psnr": metrics.psnr, "vif": metrics.vif}
 
 
-def autoencoder_method(interpolator: Any) -> InterpolateFn:
-    """The autoencoder (a jaxsr.interpolate.LatentInterpolator) as a protocol method:
-    its own reconstructions at integer positions too."""
+def autoencoder_method(interpolator: LatentInterpolator) -> InterpolateFn:
+    """The autoencoder as a protocol method: its own reconstructions at integer positions too."""
 
     def fn(stack: np.ndarray, positions: np.ndarray) -> np.ndarray:
         return interpolator.interpolate_stack(stack, positions, keep_originals=False)
 
     return fn
-
-
-def check_out_dir(out_dir: pathlib.Path, overwrite: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"{out_dir}: exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise UserError(f"{out_dir}: folder exists and is not empty (pass --overwrite to replace it)")
-    if not out_dir.parent.is_dir():
-        raise UserError(f"{out_dir.parent}: output folder's parent does not exist")
-
-
-def replace_dir(tmp: pathlib.Path, out_dir: pathlib.Path) -> None:
-    """Moves the finished `tmp` to `out_dir`; an old `out_dir` is set aside first and then deleted."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def versions() -> dict[str, str]:
@@ -616,6 +397,16 @@ def versions() -> dict[str, str]:
     return found
 
 
+def _device() -> str:
+    try:
+        import jax
+
+        d = jax.devices()[0]
+        return f"{d.platform}: {getattr(d, 'device_kind', d)} x{jax.device_count()}"
+    except Exception:  # noqa: BLE001 - a report must not fail over a label
+        return "unknown"
+
+
 def run_evaluation(
     checkpoint: str | os.PathLike,
     data_dir: str | os.PathLike,
@@ -628,7 +419,7 @@ def run_evaluation(
     overwrite: bool = False,
     through_plane_factor: int = 4,
     n_examples: int = 3,
-    significance: float = DEFAULT_SIGNIFICANCE,
+    significance: float = stats.DEFAULT_SIGNIFICANCE,
     progress: bool = False,
 ) -> dict:
     """`jaxsr evaluate`: scores.csv, summary.json, figures/*.png and index.html in `out_dir`.
@@ -636,11 +427,10 @@ def run_evaluation(
     Everything is written to a temporary sibling folder first and moved into
     place at the end, so a crash leaves no half report. Returns the summary.
     """
-    out_dir = pathlib.Path(out_dir)
-    check_out_dir(out_dir, overwrite)
-    started = time.perf_counter()
-    from jaxsr import interpolate
+    from jaxsr import interpolate, report
 
+    check_folder_output(out_dir, overwrite=overwrite)  # before the slow parts
+    started = time.perf_counter()
     interpolator, config = interpolate.load_interpolator(checkpoint)
     paths = list(list_volumes(data_dir, split))
     if max_volumes is not None:
@@ -658,7 +448,7 @@ def run_evaluation(
                                   n_examples=n_examples, through_plane_factor=through_plane_factor, progress=progress)
     if len(evaluation.scores) == 0:
         raise UserError(f"{data_dir}: no volume in the {split!r} split has 3 or more slices")
-    summary = summarise(evaluation.scores, significance=significance)
+    summary = stats.summarise(evaluation.scores, significance=significance)
     evaluation.seconds["total"] = time.perf_counter() - started
     summary["settings"] = {
         "checkpoint": str(pathlib.Path(checkpoint).resolve()),
@@ -674,43 +464,7 @@ def run_evaluation(
         "device": _device(),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.jaxsr-tmp-", dir=out_dir.parent))
-    try:
-        write_outputs(tmp, evaluation, summary)
-        replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with atomic_folder(out_dir, overwrite=overwrite) as folder:
+        report.write_outputs(folder, evaluation, summary)
     log.info("evaluation written to %s in %.1f s", out_dir, evaluation.seconds["total"])
     return summary
-
-
-def write_outputs(folder: pathlib.Path, evaluation: Evaluation, summary: dict) -> None:
-    """scores.csv, summary.json (with the verdict sentences), figures and index.html into `folder`."""
-    from jaxsr import report
-
-    evaluation.scores.write_csv(folder / "scores.csv")
-    for variant in summary["variants"]:
-        summary["variants"][variant]["verdicts"] = report.verdicts(summary, variant)
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
-    report.write_report(folder, evaluation, summary)
-
-
-def _json_default(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
-
-
-def _device() -> str:
-    try:
-        import jax
-
-        d = jax.devices()[0]
-        return f"{d.platform}: {getattr(d, 'device_kind', d)} x{jax.device_count()}"
-    except Exception:  # noqa: BLE001 - a report must not fail over a label
-        return "unknown"

@@ -285,6 +285,28 @@ def render_html(summary: dict, written: dict[str, list[str]]) -> str:
     return "\n".join(parts)
 
 
+def write_outputs(folder: pathlib.Path, evaluation: Any, summary: dict) -> None:
+    """scores.csv, summary.json (with the verdict sentences), figures and index.html into `folder`.
+
+    `evaluation`: a jaxsr.evaluate.Evaluation; `summary`: jaxsr.stats.summarise's, with settings.
+    """
+    evaluation.scores.write_csv(folder / "scores.csv")
+    for variant in summary["variants"]:
+        summary["variants"][variant]["verdicts"] = verdicts(summary, variant)
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    write_report(folder, evaluation, summary)
+
+
+def _json_default(value):
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
 def write_report(folder: str | os.PathLike, evaluation: Any, summary: dict) -> pathlib.Path:
     """Writes figures/*.png and index.html into `folder`; returns the index.html path."""
     folder = pathlib.Path(folder)

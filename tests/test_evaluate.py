@@ -8,7 +8,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from jaxsr import evaluate, stats
-from jaxsr.evaluate import ScoreTable
+from jaxsr.scores import ScoreTable, _bucket, score_images
 
 
 # ----------------------------------------------------------------------------
@@ -140,7 +140,7 @@ def test_linear_interpolation_is_exact_and_wins_on_linear_volume():
     assert np.all(lin["ssim"] > 0.9999)
     assert np.all(lin["psnr"] > 60)
     assert np.all(ae["psnr"] < 40)
-    summary = evaluate.summarise(result.scores)
+    summary = stats.summarise(result.scores)
     block = summary["variants"]["dropped"]
     for metric in ("ssim", "psnr", "vif"):
         assert block["winners"][metric]["best"] == ["linear"]
@@ -159,7 +159,7 @@ def test_real_baselines_exact_on_linear_volume():
     methods["ae"] = nearest_noisy_standin
     scores = evaluate.evaluate_stack(stack, methods, METRICS).scores.select(variant="dropped")
     assert np.all(scores.select(method="linear")["psnr"] > 60)
-    summary = evaluate.summarise(scores)
+    summary = stats.summarise(scores)
     assert summary["variants"]["dropped"]["winners"]["psnr"]["best"][0] != "ae"
 
 
@@ -212,7 +212,7 @@ def test_statistics_match_scipy_and_numpy():
     vif = np.linspace(0.5, 0.6, 12)
     table = _table({"ae": {"ssim": AE_SSIM, "psnr": AE_PSNR, "vif": vif},
                     "linear": {"ssim": LIN_SSIM, "psnr": LIN_PSNR, "vif": vif}})
-    summary = evaluate.summarise(table)
+    summary = stats.summarise(table)
     block = summary["variants"]["dropped"]
     s = block["methods"]["ae"]["ssim"]
     assert (s["median"], s["q25"], s["q75"]) == pytest.approx(tuple(np.percentile(AE_SSIM, [50, 25, 75])))
@@ -233,7 +233,7 @@ def test_pairs_match_by_key_not_by_row_order():
     table = _table({"ae": {"ssim": AE_SSIM}, "linear": {"ssim": LIN_SSIM}})
     order = np.r_[np.arange(12), 12 + np.random.default_rng(0).permutation(12)]
     shuffled = ScoreTable({c: v[order] for c, v in table.columns.items()})
-    p = evaluate.summarise(shuffled)["variants"]["dropped"]["wilcoxon"]["linear"]["ssim"]["p"]
+    p = stats.summarise(shuffled)["variants"]["dropped"]["wilcoxon"]["linear"]["ssim"]["p"]
     assert p == pytest.approx(scipy_stats.wilcoxon(AE_SSIM, LIN_SSIM, alternative="greater").pvalue)
 
 
@@ -252,7 +252,7 @@ def test_winner_logic_including_autoencoder_losing():
         "linear": {"ssim": LIN_SSIM, "psnr": LIN_PSNR, "vif": np.full(n, 0.5)},
         "bspline": {"ssim": LIN_SSIM - 0.01, "psnr": LIN_PSNR - 2, "vif": np.full(n, 0.4)},
     })
-    winners = evaluate.summarise(table)["variants"]["dropped"]["winners"]
+    winners = stats.summarise(table)["variants"]["dropped"]["winners"]
     assert winners["ssim"]["best"] == ["ae"] and winners["ssim"]["reference_wins"]
     assert winners["ssim"]["best_other"] == "linear"
     assert winners["psnr"]["best"] == ["linear"] and not winners["psnr"]["reference_wins"]
@@ -298,10 +298,10 @@ def test_score_images_padding_does_not_change_scores():
         sizes.append(x.shape[0])
         return psnr_standin(x, y)
 
-    out = evaluate.score_images(a, b, {"psnr": recording}, chunk=8)
+    out = score_images(a, b, {"psnr": recording}, chunk=8)
     np.testing.assert_allclose(out["psnr"], psnr_standin(a, b))
     assert sizes == [8, 8]  # 8 images, then 3 padded to 8
-    assert [evaluate._bucket(m) for m in (1, 9, 32, 33, 250)] == [8, 16, 32, 64, 256]
+    assert [_bucket(m) for m in (1, 9, 32, 33, 250)] == [8, 16, 32, 64, 256]
 
 
 # ----------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
-from jaxsr import evaluate, figures, report
+from jaxsr import evaluate, figures, report, stats
 from tests.test_evaluate import METRICS, _table, linear_standin, linear_volume, nearest_noisy_standin
 
 rng = np.random.default_rng(0)
@@ -16,7 +16,7 @@ PSNR = rng.uniform(28.0, 34.0, 30)
 
 
 def _summary(ae: dict, **others: dict) -> dict:
-    return evaluate.summarise(_table({"ae": ae, **others}))
+    return stats.summarise(_table({"ae": ae, **others}))
 
 
 def test_sentence_when_autoencoder_loses():
@@ -67,9 +67,9 @@ def written_report(tmp_path_factory):
     result = evaluate.evaluate_stack(stack, methods, METRICS, name="vol.nii.gz")
     tp = evaluate.through_plane_example(stack, methods, name="vol.nii.gz", inplane_mm=1.4, slice_mm=10.0, factor=3)
     evaluation = evaluate.Evaluation(result.scores, [evaluate.qualitative_example(result)], tp, {"volumes": 1}, {})
-    summary = evaluate.summarise(result.scores)
+    summary = stats.summarise(result.scores)
     summary["settings"] = {"checkpoint": "/ckpt", "split": "test", "crop": "32x32", "counts": {"volumes": 1}}
-    evaluate.write_outputs(folder, evaluation, summary)
+    report.write_outputs(folder, evaluation, summary)
     return folder
 
 

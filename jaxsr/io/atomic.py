@@ -1,9 +1,11 @@
-"""Atomic file output: a file appears under its final name whole, or not at all.
+"""Atomic output: a file or a folder appears under its final name whole, or not at all.
 
 Writers produce a temporary file in the destination folder (same filesystem, so
 the final rename is atomic), flush and fsync it, and only then move it into
 place. A process killed at any moment leaves at most a hidden temporary file,
-which `remove_stale_temporaries` cleans up on the next run.
+which `remove_stale_temporaries` cleans up on the next run. A folder of
+outputs (an evaluation report) is built in a hidden sibling and renamed into
+place the same way (`atomic_folder`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import contextlib
 import os
 import pathlib
 import secrets
+import shutil
+import tempfile
 from typing import Iterator
 
 from jaxsr.errors import UserError
@@ -114,3 +118,38 @@ def remove_stale_temporaries(folder: str | os.PathLike, recursive: bool = True) 
             _discard(p)
             removed.append(p)
     return removed
+
+
+def check_folder_output(path: str | os.PathLike, *, overwrite: bool = False) -> pathlib.Path:
+    """UserError unless `path` can become an output folder: checked before any work is done."""
+    path = pathlib.Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path}: exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise UserError(f"{path}: folder exists and is not empty (pass --overwrite to replace it)")
+    if not path.parent.is_dir():
+        raise UserError(f"{path.parent}: output folder's parent does not exist")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[pathlib.Path]:
+    """Yields an empty hidden sibling folder to fill; on success it replaces `path`.
+
+    An old `path` is renamed aside first and deleted after the new one is in
+    place; on any exception the sibling is deleted and `path` is untouched.
+    """
+    path = check_folder_output(path, overwrite=overwrite)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}{TEMP_MARKER}", dir=path.parent))
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    try:
+        yield tmp
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except BaseException:
+        if old.exists() and not path.exists():
+            os.replace(old, path)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
