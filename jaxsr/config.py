@@ -1,31 +1,98 @@
-"""Python configs: configs/NAME.py:get_config() with `--config.a.b=value` overrides."""
+"""Python configs with `--config.a.b=value` overrides, as in the flax examples.
+
+A config is the `get_config()` of a named module shipped in the package
+(`acdc_followup` is jaxsr.configs.acdc_followup, from the repository's
+configs/ folder) or of any .py file. `jaxsr.configs.default` defines every
+key with its default, once; every config holds exactly its keys, so the code
+reads them as `config.data.gamma_range` and no default is repeated anywhere.
+"""
 
 from __future__ import annotations
 
 import ast
+import importlib
+import importlib.resources
 import importlib.util
 import json
 import pathlib
 
 import ml_collections
 
+from jaxsr.configs import default
 from jaxsr.errors import ConfigError
 
 
-def load_config(path: str | pathlib.Path, overrides: list[str] | tuple[str, ...] = ()) -> ml_collections.ConfigDict:
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
-    spec = importlib.util.spec_from_file_location(f"jaxsr_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-        config = module.get_config()
-    except Exception as e:  # a config file is user code: report it as a config error
-        raise ConfigError(f"{path}: could not load config ({type(e).__name__}: {e})") from None
+def load_config(name_or_path: str | pathlib.Path, overrides: list[str] | tuple[str, ...] = ()) -> ml_collections.ConfigDict:
+    """The config named `name_or_path` (see `named_configs`) or defined in that .py file, with overrides."""
+    config, where = _run_get_config(str(name_or_path))
+    check_keys(config, where)
     for item in overrides:
         apply_override(config, item)
     return config
+
+
+def named_configs() -> list[str]:
+    """The names load_config resolves from the installed jaxsr.configs package."""
+    files = importlib.resources.files("jaxsr.configs").iterdir()
+    return sorted(f.name[: -len(".py")] for f in files if f.name.endswith(".py") and not f.name.startswith("_"))
+
+
+def _run_get_config(spec: str) -> tuple[ml_collections.ConfigDict, str]:
+    """(get_config()'s result, where it came from for messages); a path when `spec` looks like one."""
+    if spec.endswith(".py") or "/" in spec or "\\" in spec:
+        path = pathlib.Path(spec)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such config file")
+        where = str(path)
+        module_spec = importlib.util.spec_from_file_location(f"jaxsr_config_{path.stem}", path)
+
+        def get_config():
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+            return module.get_config()
+    else:
+        names = named_configs()
+        if spec not in names:
+            raise ConfigError(f"--config {spec}: no such named config (named: {', '.join(names)}); or give a path to a .py file")
+        where = f"jaxsr.configs.{spec}"
+
+        def get_config():
+            return importlib.import_module(where).get_config()
+    try:
+        config = get_config()
+    except Exception as e:  # a config file is user code: report it as a config error
+        first_line = (str(e).splitlines() or [""])[0]
+        raise ConfigError(f"{where}: could not load config ({type(e).__name__}: {first_line})") from None
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(f"{where}: get_config() returned {type(config).__name__}, not an ml_collections.ConfigDict")
+    return config, where
+
+
+def _leaf_keys(node, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in node.items():
+        if isinstance(value, (ml_collections.ConfigDict, dict)):
+            keys += _leaf_keys(value, f"{prefix}{key}.")
+        else:
+            keys.append(prefix + key)
+    return keys
+
+
+def check_keys(config: ml_collections.ConfigDict, where: str = "config") -> None:
+    """Raises ConfigError unless `config` has exactly the keys of jaxsr.configs.default.
+
+    A missing key would otherwise fail deep inside training; an unknown one (a
+    typo such as train.step) would silently do nothing.
+    """
+    want, have = _leaf_keys(default.get_config()), set(_leaf_keys(config))
+    missing = [k for k in want if k not in have]
+    if missing:
+        more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+        raise ConfigError(f"{where}: missing {', '.join(missing[:4])}{more}; start from jaxsr.configs.default "
+                          "(`from jaxsr.configs import default`, then `c = default.get_config()`)")
+    unknown = sorted(have - set(want))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {', '.join(unknown)} (jaxsr.configs.default has no such key)")
 
 
 def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
@@ -83,7 +150,22 @@ def to_json(config: ml_collections.ConfigDict) -> str:
 
 
 def from_json(text: str) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(json.loads(text))
+    """A config saved by to_json; keys that jaxsr.configs.default gained since then get their defaults.
+
+    That is why a new key's default must be what the code did before the key existed.
+    """
+    saved = json.loads(text)
+    if not isinstance(saved, dict):
+        raise ValueError(f"expected a JSON object, found {type(saved).__name__}")
+    return ml_collections.ConfigDict(_merge(default.get_config().to_dict(), saved))
+
+
+def _merge(base: dict, saved: dict) -> dict:
+    merged = dict(base)
+    for key, value in saved.items():
+        both_tables = isinstance(value, dict) and key in base and isinstance(base[key], dict)
+        merged[key] = _merge(base[key], value) if both_tables else value
+    return merged
 
 
 # Checked before anything is written, so a typo costs seconds, not a failed job hours in.
@@ -103,15 +185,13 @@ def _get(config, dotted: str):
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError naming the first setting whose value cannot work."""
+    check_keys(config)
     for key in _POSITIVE_INTS:
         value = _get(config, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"--config.{key}={value!r}: expected a positive integer")
     for key, choices in _CHOICES.items():
-        try:
-            value = _get(config, key)
-        except KeyError:
-            continue
+        value = _get(config, key)
         if value not in choices:
             raise ConfigError(f"--config.{key}={value!r}: expected one of {', '.join(choices)}")
     lr = config.optim.learning_rate
@@ -120,9 +200,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     scale = 2 ** config.model.num_blocks
     if config.data.crop_size % scale:
         raise ConfigError(f"--config.data.crop_size={config.data.crop_size}: must be a multiple of 2**model.num_blocks = {scale}")
-    lo, hi = config.data.get("gamma_range", (1.0, 1.0))
-    if not 0 < lo <= hi:
-        raise ConfigError(f"--config.data.gamma_range={(lo, hi)!r}: expected 0 < low <= high")
+    gamma_range = tuple(config.data.gamma_range)
+    if len(gamma_range) != 2 or not 0 < gamma_range[0] <= gamma_range[1]:
+        raise ConfigError(f"--config.data.gamma_range={gamma_range!r}: expected (low, high) with 0 < low <= high")
     for key in ("warmup_steps", "clip_norm"):
-        if config.optim.get(key, 0) < 0:
+        if config.optim[key] < 0:
             raise ConfigError(f"--config.optim.{key}={config.optim[key]!r}: must not be negative")

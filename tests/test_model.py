@@ -2,7 +2,6 @@
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import pytest
 from flax import nnx
 
@@ -17,7 +16,7 @@ def expected_params(m) -> int:
         return 9 * cin * cout + cout
 
     widths = [m.base_features * 2**i for i in range(m.num_blocks)]
-    norm = 2 if m.get("batch_norm", True) else 0  # batch norm's scale and bias per channel
+    norm = 2 if m.batch_norm else 0  # batch norm's scale and bias per channel
     total, cin = 0, 1
     for w in widths:  # encoder blocks: two convs (+ batch norm)
         total += conv(cin, w) + conv(w, w) + norm * w
@@ -34,7 +33,7 @@ def expected_params(m) -> int:
 
 @pytest.mark.parametrize("name", ["acdc_paper", "acdc_followup", "phantom_demo", "tiny"])
 def test_parameter_count_and_shapes(name):
-    config = load_config(f"configs/{name}.py")
+    config = load_config(name)
     m = config.model
     # Abstract model: shapes without initialising or running anything.
     model = nnx.eval_shape(lambda: AutoEncoder(m, rngs=nnx.Rngs(0)))
@@ -59,13 +58,13 @@ def _shapes(model, shape):
 
 
 def test_paper_latent_is_16_channels_at_one_sixteenth():
-    model = nnx.eval_shape(lambda: AutoEncoder(load_config("configs/acdc_paper.py").model, rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: AutoEncoder(load_config("acdc_paper").model, rngs=nnx.Rngs(0)))
     z, y = _shapes(model, (1, 128, 128, 1))
     assert z.shape == (1, 8, 8, 16) and y.shape == (1, 128, 128, 1)
 
 
 def test_bfloat16_compute_keeps_float32_params():
-    cfg = ml_collections.ConfigDict(dict(num_blocks=2, base_features=4, bottleneck_features=8, latent_features=4, negative_slope=0.01, dtype="bfloat16"))
+    cfg = load_config("tiny", ["--config.model.dtype=bfloat16"]).model
     model = AutoEncoder(cfg, rngs=nnx.Rngs(0))
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
     graphdef, state = nnx.split(model)
@@ -77,7 +76,7 @@ def test_bfloat16_compute_keeps_float32_params():
 
 def test_latent_has_no_activation():
     """A leaky ReLU on the latent would make large negative values rare; the raw conv allows them."""
-    model = AutoEncoder(load_config("configs/tiny.py").model, rngs=nnx.Rngs(3))
+    model = AutoEncoder(load_config("tiny").model, rngs=nnx.Rngs(3))
     z = model.encode(jax.random.uniform(jax.random.key(0), (4, 32, 32, 1)) * 10)
     direct = model.encoder.latent(nnx.leaky_relu(model.encoder.bottleneck(_pooled(model, jax.random.uniform(jax.random.key(0), (4, 32, 32, 1)) * 10)), 0.01))
     assert jnp.allclose(z, direct)

@@ -92,8 +92,8 @@ def make_dataset(
     batches_per_epoch = per_epoch // batch_size
     depth = 3 if triplets else 1
     size = int(data_cfg.crop_size)
-    rot90 = augment and bool(data_cfg.get("rot90", True))
-    gamma_range = tuple(data_cfg.get("gamma_range", (0.7, 1.5))) if augment and data_cfg.get("intensity_aug", True) else None
+    rot90 = augment and bool(data_cfg.rot90)
+    gamma_range = tuple(data_cfg.gamma_range) if augment and data_cfg.intensity_aug else None
 
     # Frame-major copies (the dataset's memory once more): one element is then a
     # contiguous (depth, X, Y) block, a memcpy instead of a strided gather

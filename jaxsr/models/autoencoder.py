@@ -7,7 +7,7 @@ convolution to `latent_features` (the latent; no activation). The decoder is
 the mirror image with nearest-neighbour upsampling, plus two extra 3x3
 convolutions producing one channel. Zero padding 1 everywhere ('SAME' for 3x3).
 `batch_norm=False` drops the normalisation: with small batches and short
-training it costs reconstruction fidelity (configs/phantom_demo.py).
+training it can cost reconstruction fidelity (docs/demo_config.md).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class Encoder(nnx.Module):
     def __init__(self, cfg, *, dtype, rngs: nnx.Rngs):
         widths = [cfg.base_features * 2**i for i in range(cfg.num_blocks)]
         ins = [1] + widths[:-1]
-        self.blocks = nnx.List([Block(i, o, slope=cfg.negative_slope, batch_norm=cfg.get("batch_norm", True), dtype=dtype, rngs=rngs) for i, o in zip(ins, widths)])
+        self.blocks = nnx.List([Block(i, o, slope=cfg.negative_slope, batch_norm=cfg.batch_norm, dtype=dtype, rngs=rngs) for i, o in zip(ins, widths)])
         self.bottleneck = _conv(widths[-1], cfg.bottleneck_features, dtype, rngs)
         self.latent = _conv(cfg.bottleneck_features, cfg.latent_features, dtype, rngs)
         self.slope = cfg.negative_slope
@@ -66,7 +66,7 @@ class Decoder(nnx.Module):
         widths = [cfg.base_features * 2**i for i in range(cfg.num_blocks)][::-1]
         ins = [cfg.bottleneck_features] + widths[:-1]
         self.bottleneck = _conv(cfg.latent_features, cfg.bottleneck_features, dtype, rngs)
-        self.blocks = nnx.List([Block(i, o, slope=cfg.negative_slope, batch_norm=cfg.get("batch_norm", True), dtype=dtype, rngs=rngs) for i, o in zip(ins, widths)])
+        self.blocks = nnx.List([Block(i, o, slope=cfg.negative_slope, batch_norm=cfg.batch_norm, dtype=dtype, rngs=rngs) for i, o in zip(ins, widths)])
         self.head1 = _conv(widths[-1], widths[-1], dtype, rngs)
         self.head2 = _conv(widths[-1], 1, dtype, rngs)
         self.slope = cfg.negative_slope
@@ -83,7 +83,7 @@ class AutoEncoder(nnx.Module):
     """encode/decode are separate so latent interpolation can call them."""
 
     def __init__(self, cfg, *, rngs: nnx.Rngs):
-        dtype = jnp.bfloat16 if cfg.get("dtype", "float32") == "bfloat16" else jnp.float32
+        dtype = jnp.bfloat16 if cfg.dtype == "bfloat16" else jnp.float32
         self.encoder = Encoder(cfg, dtype=dtype, rngs=rngs)
         self.decoder = Decoder(cfg, dtype=dtype, rngs=rngs)
         self.num_blocks = int(cfg.num_blocks)

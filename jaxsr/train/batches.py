@@ -25,10 +25,10 @@ def _crop_pad(image: np.ndarray, size: int, rng: np.random.Generator | None) -> 
 
 
 def _augment(patch: np.ndarray, rng: np.random.Generator, data_cfg) -> np.ndarray:
-    if data_cfg.get("rot90", True):
+    if data_cfg.rot90:
         patch = np.rot90(patch, k=int(rng.integers(4)), axes=(0, 1))
-    if data_cfg.get("intensity_aug", True):
-        lo, hi = data_cfg.get("gamma_range", (0.7, 1.5))
+    if data_cfg.intensity_aug:
+        lo, hi = data_cfg.gamma_range
         gamma = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
         patch = np.clip(patch, 0.0, 1.0) ** gamma
     return np.ascontiguousarray(patch, np.float32)

@@ -8,7 +8,6 @@ import logging
 import math
 import pathlib
 import signal
-import time
 
 import jax
 import numpy as np
@@ -17,9 +16,10 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxsr import parallel
-from jaxsr.config import to_json
+from jaxsr.config import from_json, to_json
 from jaxsr.errors import UserError
 from jaxsr.models.autoencoder import AutoEncoder
+from jaxsr.progress import Progress
 from jaxsr.train import batches as batches_lib
 from jaxsr.train import checkpoint as ckpt
 from jaxsr.train import step as step_lib
@@ -68,11 +68,18 @@ def train(config, workdir, data_dir, *, stacks=None, val_stacks=None, show_progr
     config_path = workdir / ckpt.CONFIG_FILE
     if config_path.exists():
         try:
-            saved = json.loads(config_path.read_text())
-        except ValueError as e:
+            saved = from_json(config_path.read_text()).model.to_dict()
+        except (ValueError, AttributeError) as e:
             raise UserError(f"{config_path}: unreadable ({e}); use a new --workdir") from None
-        if saved.get("model") != config.model.to_dict():
-            raise UserError(f"{workdir}: holds a run with a different model config; use a new --workdir")
+        # A key added since that run was saved reads as its default (config.from_json), so
+        # an old run resumes when its model is the same one.
+        now = config.model.to_dict()
+        changed = [k for k in sorted(now.keys() | saved.keys()) if k not in now or k not in saved or now[k] != saved[k]]
+        if changed:
+            k = changed[0]
+            raise UserError(f"{workdir}: holds a run with a different model config (model.{k}: saved "
+                            f"{saved[k] if k in saved else 'nothing'}, now {now[k] if k in now else 'nothing'}); "
+                            "use a new --workdir")
 
     # Data first: a bad volume must fail the run before anything is written.
     # The split is kept beside the checkpoints, so a resumed run trains on the
@@ -126,10 +133,9 @@ def train(config, workdir, data_dir, *, stacks=None, val_stacks=None, show_progr
         preempt["signal"] = signum
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    progress = _progress(start, steps, show_progress)
+    progress = _progress(start, steps, global_batch, show_progress)
     last_eval: dict = {}
     done_here = 0
-    t_last, n_last = time.perf_counter(), 0
     try:
         source = _batch_source(config, stacks, local_batch=local_batch, seed=seed, start=start, triplets=triplets)
         for step in range(start, steps):
@@ -145,13 +151,8 @@ def train(config, workdir, data_dir, *, stacks=None, val_stacks=None, show_progr
             state = new_state
             done_here += 1
             current = step + 1
-            n_last += global_batch
             if progress is not None:
-                progress.update(1)
-                elapsed = time.perf_counter() - t_last
-                if elapsed > 2:
-                    progress.set_postfix(loss=f"{loss:.4g}", img_s=f"{n_last / elapsed:.1f}")
-                    t_last, n_last = time.perf_counter(), 0
+                progress.update(1, loss=loss)  # already on the host, for the NaN check
             if current % int(config.train.log_every) == 0 or current == steps:
                 record = {"step": current, **{f"train/{k}": float(v) for k, v in metrics.items()}}
                 _log(metrics_file, writer, record)
@@ -183,12 +184,12 @@ def train(config, workdir, data_dir, *, stacks=None, val_stacks=None, show_progr
 def _batch_source(config, stacks, *, local_batch: int, seed: int, start: int, triplets: bool):
     """This host's batches from step `start` on; both loaders are pure functions of (seed, step).
 
-    'numpy' (default): jaxsr.train.batches, no TensorFlow in the process.
+    'numpy': jaxsr.train.batches, no TensorFlow in the process.
     'tfdata': jaxsr.data.pipeline, parallel augmentation and prefetch for
     large datasets and fast accelerators.
     config.validate has already refused any other value.
     """
-    if config.data.get("loader", "numpy") == "tfdata":
+    if config.data.loader == "tfdata":
         from jaxsr.data import pipeline
 
         ds = pipeline.make_dataset(stacks, config.data, batch_size=local_batch, seed=seed, triplets=triplets,
@@ -232,9 +233,7 @@ def _writer(workdir: pathlib.Path):
     return SummaryWriter(str(workdir / "tensorboard"))
 
 
-def _progress(start: int, steps: int, show: bool):
+def _progress(start: int, steps: int, global_batch: int, show: bool) -> Progress | None:
     if not show or jax.process_index() != 0:
         return None
-    from tqdm import tqdm
-
-    return tqdm(total=steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
+    return Progress(steps, desc="train", unit="step", rate_unit="img", per_unit=global_batch, initial=start)

@@ -13,15 +13,15 @@ from flax import nnx
 
 def make_optimizer(optim_cfg, total_steps: int) -> optax.GradientTransformation:
     lr = float(optim_cfg.learning_rate)
-    warmup = int(optim_cfg.get("warmup_steps", 0))
-    if optim_cfg.get("schedule", "constant") == "cosine":
+    warmup = int(optim_cfg.warmup_steps)
+    if optim_cfg.schedule == "cosine":
         schedule = optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup, 1), max(total_steps, warmup + 1), end_value=lr * 0.05)
     elif warmup:
         schedule = optax.linear_schedule(0.0, lr, warmup)
     else:
         schedule = lr
     parts = []
-    if float(optim_cfg.get("clip_norm", 0.0)) > 0:
+    if float(optim_cfg.clip_norm) > 0:
         parts.append(optax.clip_by_global_norm(float(optim_cfg.clip_norm)))
     parts.append(optax.adam(schedule))
     return optax.chain(*parts)
@@ -33,8 +33,8 @@ def losses(model, batch: dict, loss_cfg) -> tuple[jax.Array, dict]:
     recon = model(x)
     mse = jnp.mean((recon - x) ** 2)
     total, metrics = mse, {"recon_mse": mse}
-    w_mse = float(loss_cfg.get("interp_weight", 0.0))
-    w_ssim = float(loss_cfg.get("interp_ssim_weight", 0.0))
+    w_mse = float(loss_cfg.interp_weight)
+    w_ssim = float(loss_cfg.interp_ssim_weight)
     if (w_mse or w_ssim) and "triplet" in batch:
         t = batch["triplet"]
         z = model.encode(jnp.concatenate([t[..., 0:1], t[..., 2:3]], axis=0))

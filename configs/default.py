@@ -1,0 +1,68 @@
+"""The base config: every key, with its default, written once. The others derive from it.
+
+The defaults are the paper's settings (Sander, de Vos, Išgum, SPIE MI 2021):
+4 encoder blocks from 32 kernels, a 256-kernel convolution and a 16-channel
+latent at 1/16 resolution; 1.4 mm in-plane resampling; 128 x 128 random crops
+with rot90 and intensity augmentation; MSE reconstruction loss only; Adam at a
+constant 1e-5. The paper gives no batch size or step count: 16 and 200k steps
+are our choice. A config of one's own can start here:
+
+    from jaxsr.configs import default
+
+    def get_config():
+        c = default.get_config()
+        c.train.steps = 5000
+        return c
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    # Parameter init, batch order and augmentation all derive from this one seed.
+    c.seed = 0
+
+    c.data = ml_collections.ConfigDict()
+    # In-plane voxel size every volume is resampled to, for training and inference alike.
+    c.data.target_spacing_mm = 1.4
+    c.data.crop_size = 128
+    # Also draw slices (n, n+1, n+2) of one stack: the interpolation loss's supervision.
+    c.data.triplets = False
+    c.data.rot90 = True
+    # A random gamma, log-uniform in gamma_range, on the [0, 1] intensities.
+    c.data.intensity_aug = True
+    c.data.gamma_range = (0.7, 1.5)
+    # "tfdata" (parallel augmentation and prefetch, for large data and fast accelerators)
+    # or "numpy" (no TensorFlow in the process; enough for small data on CPUs).
+    c.data.loader = "tfdata"
+
+    c.model = ml_collections.ConfigDict()
+    c.model.num_blocks = 4  # each halves the resolution
+    c.model.base_features = 32  # doubling per block
+    c.model.bottleneck_features = 256
+    c.model.latent_features = 16
+    c.model.dtype = "float32"  # compute dtype; parameters are always float32
+    c.model.negative_slope = 0.01  # leaky ReLU
+    c.model.batch_norm = True
+
+    c.loss = ml_collections.ConfigDict()
+    # decode(z(n)/2 + z(n+2)/2) against slice n+1 (needs data.triplets): MSE and 1 - SSIM weights.
+    c.loss.interp_weight = 0.0
+    c.loss.interp_ssim_weight = 0.0
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.learning_rate = 1e-5
+    c.optim.warmup_steps = 0
+    c.optim.schedule = "constant"  # or "cosine" (decays to 5% of learning_rate)
+    c.optim.clip_norm = 0.0  # global-norm gradient clipping; 0 is off
+
+    c.train = ml_collections.ConfigDict()
+    c.train.steps = 200_000
+    c.train.batch_size = 16  # global: split over all devices of all hosts
+    c.train.eval_every = 2000
+    c.train.checkpoint_every = 2000
+    c.train.keep_checkpoints = 3  # the last N; the best by validation loss is kept besides
+    c.train.log_every = 100
+    c.train.eval_batches = 32
+    return c
