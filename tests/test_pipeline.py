@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import pathlib
 
 import ml_collections
 import numpy as np
@@ -140,10 +141,10 @@ def test_tfds_builder_round_trips_the_preprocessed_stacks(tmp_path):
 
     root = tmp_path / "phantom"
     phantom.write_phantom_dataset(root, 6, 3, spec=phantom.PhantomSpec(frames=(2, 3), matrix=(48, 52)))
-    builder = tfds_cine.builder(manual_dir=root, data_dir=tmp_path / "tfds")
+    builder = tfds_cine.builder(manual_dir=root, target_mm=1.4, data_dir=tmp_path / "tfds")
     split = datasets.make_split(root)
     for name in datasets.SPLITS:
-        want = datasets.load_stacks(root, name)
+        want = datasets.load_stacks(root, name, 1.4)
         got = tfds_cine.load_stacks(builder, name) if want else []
         assert len(got) == len(want)
         for a, b in zip(got, want):
@@ -156,3 +157,18 @@ def test_tfds_builder_round_trips_the_preprocessed_stacks(tmp_path):
     # The rebuilt stacks feed the triplet pipeline.
     (b,) = _take(pipeline.make_dataset(tfds_cine.load_stacks(builder, "train"), _cfg(), batch_size=2, seed=0, triplets=True), 1)
     assert b["triplet"].shape == (2, 24, 24, 3)
+
+
+def test_tfds_keeps_each_spacing_in_its_own_folder(tmp_path):
+    from jaxsr.configs import default
+    from jaxsr.data import tfds_cine
+
+    base_mm = default.get_config().data.target_spacing_mm
+    (predefined,) = tfds_cine.CineSlices.BUILDER_CONFIGS
+    assert predefined.target_mm == base_mm
+    at_base = tfds_cine.CineSlices(config=predefined, data_dir=tmp_path)
+    other = tfds_cine.CineSlices(config=tfds_cine.CineSlicesConfig(target_mm=2.0), data_dir=tmp_path)
+    assert at_base.builder_config.target_mm == base_mm and other.builder_config.target_mm == 2.0
+    # <data_dir>/cine_slices/<config name>/<version>: one folder per spacing.
+    assert pathlib.Path(at_base.data_dir).parts[-2] == f"{base_mm:g}mm"
+    assert pathlib.Path(other.data_dir).parts[-2] == "2mm"

@@ -23,7 +23,7 @@ def test_percentile_normalise_matches_numpy(rng):
 def test_constant_volume_is_a_clear_error(tmp_path):
     path = write_nifti(tmp_path / "zeros.nii.gz", np.zeros((8, 8, 3), np.float32), np.eye(4))
     with pytest.raises(VolumeError, match="zeros.nii.gz.*constant intensity"):
-        preprocess.preprocess_volume(nifti.load(path))
+        preprocess.preprocess_volume(nifti.load(path), 1.4)
 
 
 def test_inplane_resampling_agrees_with_world_coordinates(tmp_path, rng):
@@ -31,7 +31,7 @@ def test_inplane_resampling_agrees_with_world_coordinates(tmp_path, rng):
     x = ndimage.gaussian_filter(rng.random((40, 36, 3)), 2.0).astype(np.float32)
     affine = oblique_affine(spacing=(1.75, 1.6, 8.0))
     vol = nifti.load(write_nifti(tmp_path / "in.nii.gz", x, affine))
-    data, prep = preprocess.preprocess_volume(vol)
+    data, prep = preprocess.preprocess_volume(vol, 1.4)
     assert data.shape[:2] == (50, 41) and data.shape[2:] == (3, 1)  # 40*1.75/1.4, 36*1.6/1.4
     np.testing.assert_allclose(np.linalg.norm(prep.affine[:3, :2], axis=0), [1.4 * 40 * 1.75 / 1.4 / 50, 1.4 * 36 * 1.6 / 1.4 / 41], rtol=1e-5)
     # Independent reference: map each output voxel through the affines to the
@@ -58,7 +58,7 @@ def test_shrinking_is_antialiased(rng):
 def test_restore_returns_to_the_source_grid(tmp_path, rng):
     x = ndimage.gaussian_filter(rng.random((30, 34, 2, 3)), 3.0).astype(np.float32) * 500 + 100
     vol = nifti.load(write_nifti(tmp_path / "in.nii.gz", x, np.diag([1.2, 1.3, 9.0, 1.0])))
-    data, prep = preprocess.preprocess_volume(vol)
+    data, prep = preprocess.preprocess_volume(vol, 1.4)
     back = prep.restore(data)
     assert back.shape == x.shape
     lo, hi = np.percentile(back, [5, 95])

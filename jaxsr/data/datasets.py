@@ -208,12 +208,12 @@ def volumes_for_split(data_dir, split: str, split_file=None) -> list[pathlib.Pat
     return paths
 
 
-def preprocess_files(paths, target_mm: float = 1.4) -> list[np.ndarray]:
-    """Each volume read and preprocessed as in the paper: (X, Y, Z[, T]) in [0, 1]."""
+def preprocess_files(paths, target_mm: float) -> list[np.ndarray]:
+    """Each volume read and preprocessed as in the paper: (X, Y, Z[, T]) in [0, 1] at `target_mm` in-plane."""
     from jaxsr.data.preprocess import preprocess_volume
 
     return [preprocess_volume(nifti.load(f), target_mm)[0] for f in paths]
 
 
-def load_stacks(data_dir, split: str, target_mm: float = 1.4, split_file=None) -> list[np.ndarray]:
+def load_stacks(data_dir, split: str, target_mm: float, split_file=None) -> list[np.ndarray]:
     return preprocess_files(volumes_for_split(data_dir, split, split_file), target_mm)

@@ -1,9 +1,10 @@
 """The paper's preprocessing, and its inverse for inference.
 
-Per volume: in-plane resampling to 1.4 x 1.4 mm (anti-aliased when shrinking)
-and intensity rescaling of the 1st..99th percentile to [0, 1], clamped. The
-returned `Preprocessing` keeps what is needed to map model outputs back to the
-source's in-plane grid and intensity scale.
+Per volume: in-plane resampling to `target_mm` (config.data.target_spacing_mm,
+1.4 mm in the paper; anti-aliased when shrinking) and intensity rescaling of
+the 1st..99th percentile to [0, 1], clamped. The returned `Preprocessing`
+keeps what is needed to map model outputs back to the source's in-plane grid
+and intensity scale.
 """
 
 from __future__ import annotations
@@ -15,9 +16,6 @@ from scipy import ndimage
 
 from jaxsr.errors import VolumeError
 from jaxsr.io.nifti import Volume
-
-DEFAULT_TARGET_MM = 1.4
-
 
 @dataclasses.dataclass(frozen=True)
 class IntensityScale:
@@ -101,7 +99,7 @@ class Preprocessing:
         return self.intensity.restore(back)
 
 
-def preprocess_volume(volume: Volume, target_mm: float = DEFAULT_TARGET_MM) -> tuple[np.ndarray, Preprocessing]:
+def preprocess_volume(volume: Volume, target_mm: float) -> tuple[np.ndarray, Preprocessing]:
     """(X', Y', Z, T) float32 in [0, 1] at `target_mm` in-plane, and how to undo it.
 
     A 3D volume gets a trailing frame axis of length 1.

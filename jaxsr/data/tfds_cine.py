@@ -2,13 +2,20 @@
 
 The user's copy is the manual dir (nothing is downloaded). Each example is one
 in-plane slice after the paper's preprocessing (1st..99th percentile to [0, 1],
-1.4 x 1.4 mm), with the volume it came from (relative path), its frame and
-slice index, so stacks and triplets can be rebuilt (`load_stacks`). Splits are
-jaxsr's (datasets.make_split): for ACDC the paper's 12 test patients and a
-fixed 70 / 18 train / validation split.
+resampled to the config's data.target_spacing_mm), with the volume it came from
+(relative path), its frame and slice index, so stacks and triplets can be
+rebuilt (`load_stacks`). Splits are jaxsr's (datasets.make_split): for ACDC the
+paper's 12 test patients and a fixed 70 / 18 train / validation split.
 
-    builder = tfds_cine.builder(manual_dir="/data/ACDC", data_dir="~/tensorflow_datasets")
+    builder = tfds_cine.builder(manual_dir="/data/ACDC", target_mm=config.data.target_spacing_mm,
+                                data_dir="~/tensorflow_datasets")
     ds = builder.as_dataset(split="train")
+
+The spacing is the builder config (one per spacing, e.g. `1.4mm`): the
+prepared files depend on it, so TFDS keeps each spacing in its own folder and
+never serves slices prepared at another. The one predefined config is the base
+config's spacing (jaxsr.configs.default), which `tfds build` and
+`tfds.builder("cine_slices")` use.
 """
 
 from __future__ import annotations
@@ -20,18 +27,26 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from jaxsr.configs import default
 from jaxsr.data import datasets
 
 tf.config.set_visible_devices([], "GPU")
 
-TARGET_MM = 1.4
+
+class CineSlicesConfig(tfds.core.BuilderConfig):
+    """The in-plane spacing the volumes are resampled to."""
+
+    def __init__(self, *, target_mm: float):
+        super().__init__(name=f"{target_mm:g}mm", description=f"slices resampled to {target_mm:g} mm in-plane")
+        self.target_mm = float(target_mm)
 
 
 class CineSlices(tfds.core.GeneratorBasedBuilder):
     """Cine MRI short-axis slices, preprocessed as in Sander et al. (SPIE MI 2021)."""
 
     VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release: percentile-scaled, 1.4 mm in-plane slices with patient/frame/slice index."}
+    RELEASE_NOTES = {"1.0.0": "First release: percentile-scaled, in-plane resampled slices with patient/frame/slice index."}
+    BUILDER_CONFIGS = [CineSlicesConfig(target_mm=default.get_config().data.target_spacing_mm)]
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Point manual_dir at an ACDC copy (the folder holding training/ or database/training/, from "
         "https://www.creatis.insa-lyon.fr/Challenge/acdc/) or at any folder of 3D/4D .nii/.nii.gz volumes."
@@ -64,7 +79,7 @@ class CineSlices(tfds.core.GeneratorBasedBuilder):
 
         for rel in relative_paths:
             volume = nifti.load(root / rel)
-            data = preprocess_volume(volume, TARGET_MM)[0]
+            data = preprocess_volume(volume, self.builder_config.target_mm)[0]
             if data.ndim == 3:
                 data = data[..., None]
             for t in range(data.shape[3]):
@@ -79,9 +94,13 @@ class CineSlices(tfds.core.GeneratorBasedBuilder):
                     }
 
 
-def builder(*, manual_dir, data_dir=None) -> CineSlices:
-    """The builder, prepared (built once, then read from `data_dir`)."""
-    b = CineSlices(data_dir=data_dir)
+def builder(*, manual_dir, target_mm: float, data_dir=None) -> CineSlices:
+    """The builder for slices at `target_mm`, prepared (built once, then read from `data_dir`)."""
+    # TFDS refuses a new config object named like a predefined one: reuse that one.
+    predefined = {c.target_mm: c for c in CineSlices.BUILDER_CONFIGS}
+    target_mm = float(target_mm)
+    config = predefined[target_mm] if target_mm in predefined else CineSlicesConfig(target_mm=target_mm)
+    b = CineSlices(config=config, data_dir=data_dir)
     b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
     return b
 
