@@ -20,22 +20,12 @@ from jaxsr.errors import UserError
 log = logging.getLogger(__name__)
 
 MARKER = ".jaxsr-demo"
-REPO_CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 DEMO_PATIENTS = 24
 DEMO_SEED = 2021
 QUICK_PATIENTS = 8
-QUICK_OVERRIDES = (
-    "--config.train.steps=4",
-    "--config.train.batch_size=8",
-    "--config.train.eval_every=4",
-    "--config.train.checkpoint_every=4",
-    "--config.train.eval_batches=1",
-    "--config.data.crop_size=32",
-    "--config.model.num_blocks=2",
-    "--config.model.base_features=4",
-    "--config.model.bottleneck_features=8",
-    "--config.model.latent_features=8",
-)
+# Named configs (jaxsr.configs), so the demo runs from any folder with a plain install.
+DEMO_CONFIG = "phantom_demo"
+QUICK_CONFIG = "tiny"
 
 
 @dataclasses.dataclass
@@ -66,12 +56,21 @@ def run_demo(
     *,
     fresh: bool = False,
     quick: bool = False,
-    config_path: pathlib.Path | None = None,
+    config: str | pathlib.Path | None = None,
     overrides: list[str] | None = None,
 ) -> DemoResult:
+    """Runs (or finishes) the demo in `out`.
+
+    `quick`: a small phantom and the `tiny` config, to check the plumbing in
+    about a minute. `config`: a config name or .py file instead of the demo's
+    (`phantom_demo`, or `tiny` when quick); `overrides`: `--config.KEY=VALUE` items.
+    """
     from jaxsr import config as config_lib
     from jaxsr.data import datasets, phantom
 
+    # A bad config name or override fails here, before anything is written.
+    train_config = config_lib.load_config(config or (QUICK_CONFIG if quick else DEMO_CONFIG), list(overrides or ()))
+    config_lib.validate(train_config)
     out = pathlib.Path(out)
     prepare_out_dir(out, fresh)
     seconds = {}
@@ -90,13 +89,9 @@ def run_demo(
             phantom.write_phantom_dataset(data_dir, DEMO_PATIENTS, DEMO_SEED)
     seconds["phantom"] = time.perf_counter() - t0
 
-    config_path = config_path or REPO_CONFIGS / "phantom_demo.py"
-    all_overrides = list(QUICK_OVERRIDES if quick else ()) + list(overrides or ())
-    config = config_lib.load_config(str(config_path), all_overrides)
-
     t0 = time.perf_counter()
     workdir = out / "train"
-    _train(config, workdir, data_dir)
+    _train(train_config, workdir, data_dir)
     seconds["train"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

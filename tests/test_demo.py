@@ -7,7 +7,7 @@ import nibabel as nib
 import pytest
 
 from jaxsr import demo
-from jaxsr.errors import UserError
+from jaxsr.errors import ConfigError, UserError
 
 
 def test_quick_demo_writes_everything(tmp_path):
@@ -39,3 +39,13 @@ def test_demo_refuses_a_folder_it_did_not_make(tmp_path):
     with pytest.raises(UserError, match="not made by `jaxsr demo`"):
         demo.run_demo(tmp_path, quick=True, fresh=True)
     assert (tmp_path / "mine.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize("config, overrides, message", [
+    ("phantom_dmeo", [], "phantom_dmeo: no such named config"),
+    (None, ["--config.train.steps=0"], "train.steps=0: expected a positive integer"),
+])
+def test_a_bad_config_fails_before_anything_is_written(tmp_path, config, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        demo.run_demo(tmp_path / "demo", quick=True, config=config, overrides=overrides)
+    assert not (tmp_path / "demo").exists()

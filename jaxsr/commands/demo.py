@@ -11,7 +11,7 @@ def register(subparsers) -> None:
         "demo",
         help="train, upsample and evaluate on the synthetic cine phantom",
         description=(
-            "Writes a phantom dataset, trains configs/phantom_demo.py, evaluates on the held-out "
+            "Writes a phantom dataset, trains the phantom_demo config, evaluates on the held-out "
             "phantom patients against linear, B-spline and Lanczos interpolation, upsamples one "
             "held-out 4D volume x2 and writes an HTML report. Reuses what an earlier run left "
             "in OUT unless --fresh."
@@ -19,14 +19,14 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("demo_output"), help="output folder (default: demo_output)")
     parser.add_argument("--fresh", action="store_true", help="discard an earlier demo's results in OUT and start over")
-    parser.add_argument("--quick", action="store_true", help="a tiny model and few steps: checks the plumbing in about a minute")
-    parser.add_argument("--config", type=pathlib.Path, default=None, help="training config (default: configs/phantom_demo.py)")
+    parser.add_argument("--quick", action="store_true", help="a small phantom and the tiny config: checks the plumbing in about a minute")
+    parser.add_argument("--config", default=None, help="training config: a name (see `jaxsr train --help`) or a .py file (default: phantom_demo, or tiny with --quick)")
     parser.set_defaults(func=run, accepts_extra=True)
 
 
 def run(args: argparse.Namespace) -> int:
     from jaxsr import demo
 
-    result = demo.run_demo(args.out, fresh=args.fresh, quick=args.quick, config_path=args.config, overrides=args.extra)
+    result = demo.run_demo(args.out, fresh=args.fresh, quick=args.quick, config=args.config, overrides=args.extra)
     print(result.summary_text)
     return 0

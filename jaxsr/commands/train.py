@@ -1,4 +1,4 @@
-"""`jaxsr train --config configs/NAME.py --workdir DIR --data DIR [--config.KEY=VALUE ...]`."""
+"""`jaxsr train --config NAME|FILE.py --workdir DIR --data DIR [--config.KEY=VALUE ...]`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import pathlib
 
 
 def register(subparsers) -> None:
+    from jaxsr import config as config_lib
+    from jaxsr.progress import LOG_EVERY_S
+
     parser = subparsers.add_parser(
         "train",
         help="train the autoencoder (resumes when WORKDIR has a checkpoint)",
@@ -16,10 +19,10 @@ def register(subparsers) -> None:
             "SIGTERM/SIGINT save a checkpoint and exit; the same command resumes."
         ),
     )
-    parser.add_argument("--config", required=True, type=pathlib.Path, help="a configs/*.py file with get_config()")
+    parser.add_argument("--config", required=True, help=f"a named config ({', '.join(config_lib.named_configs())}) or a .py file with get_config()")
     parser.add_argument("--workdir", required=True, type=pathlib.Path, help="checkpoints, metrics and the resolved config go here")
     parser.add_argument("--data", required=True, type=pathlib.Path, help="ACDC folder or a folder of .nii/.nii.gz volumes")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (batch jobs)")
+    parser.add_argument("--no-progress", action="store_true", help=f"no progress (a bar on a terminal, else a line every {LOG_EVERY_S:g} s)")
     parser.set_defaults(func=run, accepts_extra=True)
 
 
