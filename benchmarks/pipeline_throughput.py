@@ -40,6 +40,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", type=pathlib.Path)
     args = ap.parse_args(argv)
 
+    from jaxsr.configs import default
     from jaxsr.data import datasets, phantom, pipeline
     from jaxsr.train import batches as batches_lib
 
@@ -47,7 +48,7 @@ def main(argv=None) -> dict:
         t0 = time.perf_counter()
         phantom.write_phantom_dataset(pathlib.Path(tmp), args.patients, 0)
         phantom_s = time.perf_counter() - t0
-        stacks = datasets.load_stacks(tmp, "train")
+        stacks = datasets.load_stacks(tmp, "train", default.get_config().data.target_spacing_mm)
     cfg = ml_collections.ConfigDict({"crop_size": args.crop, "rot90": True, "intensity_aug": True, "gamma_range": (0.7, 1.5)})
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
