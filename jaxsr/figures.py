@@ -25,8 +25,8 @@ from jaxsr import stats
 DPI = 100
 BOXPLOT_PX = (1200, 400)
 PANEL_COLUMN_PX = 220
-PANEL_HEIGHT_PX = 500
-THROUGH_PLANE_PX = (1200, 560)
+PANEL_HEIGHT_PX = 460
+THROUGH_PLANE_PX = (1200, 330)
 
 METHOD_NAMES = {"ae": "Autoencoder", "linear": "Linear", "bspline": "B-spline", "lanczos": "Lanczos"}
 METRIC_NAMES = {"ssim": "SSIM", "psnr": "PSNR (dB)", "vif": "VIF"}
@@ -62,13 +62,14 @@ def boxplots(values: dict[str, dict[str, np.ndarray]], path: str | os.PathLike, 
         for m in methods:
             v = stats.cap_scores(metric, values[metric][m])
             data.append(v[~np.isnan(v)])
-        box = ax.boxplot(data, patch_artist=True, widths=0.6, flierprops={"markersize": 2, "alpha": 0.4})
+        box = ax.boxplot(data, patch_artist=True, widths=0.6, flierprops={"markersize": 2, "alpha": 0.4},
+                         medianprops={"color": "black", "linewidth": 1.5})
         for patch, m in zip(box["boxes"], methods):
             patch.set_facecolor(METHOD_COLOURS.get(m, "#7f7f7f"))
             patch.set_alpha(0.6)
         ax.set_xticks(range(1, len(methods) + 1))
         ax.set_xticklabels([method_name(m) for m in methods])
-        ax.set_title(METRIC_NAMES.get(metric, metric))
+        ax.set_title(f"{METRIC_NAMES.get(metric, metric)}, higher is better", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     if title:
         fig.suptitle(title)
@@ -109,14 +110,14 @@ def qualitative_panel(example, path: str | os.PathLike, scores: dict[str, dict[s
         label = method_name(m)
         if scores and m in scores:
             s = scores[m]
-            label += f"\nSSIM {s['ssim']:.3f}  PSNR {min(s['psnr'], stats.PSNR_CAP_DB):.1f}"
+            label += f"\nSSIM {s['ssim']:.3f}, PSNR {min(s['psnr'], stats.PSNR_CAP_DB):.1f} dB"
         _show(axes[0, j], example.results[m], label, **grey)
         im = _show(axes[1, j], diffs[m], f"{method_name(m)} - original", cmap="bwr", vmin=-limit, vmax=limit)
     for j in range(3):
         axes[1, j].axis("off")
-    axes[1, 0].text(0.0, 0.5, f"{example.volume}\nframe {example.frame}, slice {example.slice}\n"
-                    f"difference maps: blue < 0 < red,\nlimits ±{limit:.3f}", fontsize=9, va="center",
-                    transform=axes[1, 0].transAxes)
+    axes[1, 0].text(0.0, 0.5, f"{example.volume}\nframe {example.frame}, slice {example.slice}\n\n"
+                    f"difference maps (right):\nresult - original,\nblue < 0 < red, limits ±{limit:.3f}\n"
+                    "(intensities in [0, 1])", fontsize=10, va="center", transform=axes[1, 0].transAxes)
     fig.tight_layout()
     if im is not None:
         # In the empty cell left of the first difference map, so no map is shrunk.
@@ -142,10 +143,14 @@ def through_plane_figure(example, path: str | os.PathLike) -> None:
 
     `example`: jaxsr.evaluate.ThroughPlaneExample.
     """
-    panels = [("acquired slices", example.acquired, np.arange(example.acquired.shape[1], dtype=float))]
+    panels = [(f"acquired ({example.slice_mm:.3g} mm slices)", example.acquired,
+               np.arange(example.acquired.shape[1], dtype=float))]
     for m, image in example.upsampled.items():
-        panels.append((f"{method_name(m)} x{example.factor}", image, np.asarray(example.positions, float)))
+        panels.append((f"{method_name(m)}, upsampled ×{example.factor}", image, np.asarray(example.positions, float)))
     fig = _figure(THROUGH_PLANE_PX)
+    # The physical aspect fixes the panels' height: constrained layout with the panels anchored at
+    # the top keeps them under the title and leaves what height is spare below.
+    fig.set_layout_engine("constrained")
     axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
     dy, dz = example.inplane_mm, example.slice_mm
     ny = example.acquired.shape[0]
@@ -154,8 +159,8 @@ def through_plane_figure(example, path: str | os.PathLike) -> None:
                   extent=through_plane_extent(positions, ny, dy, dz), aspect="equal")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("y (mm)")
+        ax.set_anchor("N")
     axes[0].set_ylabel("through-plane z (mm)")
-    fig.suptitle(f"{example.volume}, frame {example.frame}, cut at x = {example.column}: "
+    fig.suptitle(f"{example.volume}, frame {example.frame}: long-axis cut at column x = {example.column}, "
                  f"in-plane {dy:.2f} mm, slice spacing {dz:.2f} mm")
-    fig.tight_layout()
     _save(fig, path)

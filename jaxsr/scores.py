@@ -29,9 +29,9 @@ METRICS = ("ssim", "psnr", "vif")
 PRIMARY = "dropped"
 VARIANTS = {
     "dropped": "every other slice dropped, reconstructed from its two kept neighbours and scored against the original",
-    "all": "paper-compatible: every slice up to the last kept one is scored, the kept slices too; there the "
-    "baselines return the acquired slice itself (a perfect score by construction) and the autoencoder its "
-    "own encode-decode reconstruction, so this variant does not compare interpolation",
+    "all": "every slice up to the last kept one is scored, the kept slices too; there the baselines return "
+    "the acquired slice itself (a perfect score by construction) and the autoencoder its own encode-decode "
+    "reconstruction, so this variant does not compare interpolation",
 }
 COLUMNS = ("volume", "frame", "slice", "method", "variant") + METRICS
 METRIC_CHUNK = 256

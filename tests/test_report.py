@@ -50,6 +50,50 @@ def test_summary_table_lists_methods_medians_and_p_values():
     assert "Linear interpolation beat the autoencoder in PSNR" in text
 
 
+def _copying_baseline_run(tmp_path):
+    """Dropped slices: a near-oracle autoencoder beats linear interpolation. All slices: linear returns
+    the acquired slices unchanged (PSNR +inf, capped), so its medians there exceed the autoencoder's."""
+    stack = np.random.default_rng(5).uniform(0.1, 0.9, size=(32, 32, 7, 2)).astype(np.float32)
+
+    def near_oracle(kept, positions):
+        covered = np.round(np.asarray(positions) * 2).astype(int)
+        noise = np.random.default_rng(6).normal(0, 0.01, stack[:, :, covered].shape)
+        return np.clip(stack[:, :, covered] + noise, 0, 1)
+
+    methods = {"ae": near_oracle, "linear": linear_standin}
+    result = evaluate.evaluate_stack(stack, methods, METRICS, name="vol.nii.gz")
+    evaluation = evaluate.Evaluation(result.scores, [evaluate.qualitative_example(result)], None, {"volumes": 1}, {})
+    summary = stats.summarise(result.scores)
+    report.write_outputs(tmp_path, evaluation, summary)
+    return summary
+
+
+def test_all_slices_appendix_never_ranks_a_baseline_that_returns_the_acquired_slices(tmp_path):
+    summary = _copying_baseline_run(tmp_path)
+    appendix = summary["variants"]["all"]
+    # The premise: ranked by medians, the copying baseline would "win" the all-slices variant ...
+    assert all(appendix["winners"][m]["best"] == ["linear"] for m in ("ssim", "psnr", "vif"))
+    assert appendix["n_identical"] == {"ae": 0, "linear": 4 * 2}  # kept slices 0, 2, 4, 6 of 2 frames
+    # ... while the verdict (dropped slices) is the autoencoder's.
+    assert all(w["reference_wins"] for w in summary["variants"]["dropped"]["winners"].values())
+
+    sentences = report.verdicts(summary, "all")
+    assert set(sentences) == {"ssim", "psnr", "vif"}
+    for text in sentences.values():
+        assert not re.search(r"\b(beat|won|wins|tied|better)\b", text), text
+        assert "linear interpolation 8 of 14" in text and "no verdict" in text
+    printed = report.summary_table(summary)
+    html_text = (tmp_path / "index.html").read_text()
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk["variants"]["all"]["verdicts"] == sentences
+    for text in (printed, html_text):
+        assert "beat" not in text and text.count("won in") == 3  # the three primary verdicts only
+        appendix_part = text[text.index("Appendix: all slices"):]
+        assert "won in" not in appendix_part and "Wilcoxon" not in appendix_part
+        assert "8 of 14" in appendix_part  # the table says how many slices came back unchanged
+    assert "Appendix: all slices (paper-compatible variant), n = 14 slices per method" in printed
+
+
 def test_through_plane_extent_is_physical():
     # 5 acquired slices 10 mm apart, 20 columns of 1.4 mm: 50 mm tall, 28 mm wide, slice 0 centred at z = 0.
     left, right, bottom, top = figures.through_plane_extent(np.arange(5), 20, 1.4, 10.0)
