@@ -1,29 +1,27 @@
-"""`jaxsr train --config NAME|FILE.py --workdir DIR --data DIR [--config.KEY=VALUE ...]`."""
+"""`jaxsr train --config NAME|FILE.py --workdir DIR --data DIR [--config.KEY=VALUE ...]`: train the autoencoder (resumes when WORKDIR has a checkpoint).
+
+Trains on the in-plane slices of DATA (an ACDC tree or a folder of NIfTI volumes).
+Override any config value with --config.KEY=VALUE, e.g. --config.train.steps=200.
+SIGTERM/SIGINT save a checkpoint and exit; the same command resumes.
+"""
 
 from __future__ import annotations
 
 import argparse
 import pathlib
 
+from jaxsr.commands import common
+
 
 def register(subparsers) -> None:
     from jaxsr import config as config_lib
     from jaxsr.progress import LOG_EVERY_S
 
-    parser = subparsers.add_parser(
-        "train",
-        help="train the autoencoder (resumes when WORKDIR has a checkpoint)",
-        description=(
-            "Trains on the in-plane slices of DATA (an ACDC tree or a folder of NIfTI volumes). "
-            "Override any config value with --config.KEY=VALUE, e.g. --config.train.steps=200. "
-            "SIGTERM/SIGINT save a checkpoint and exit; the same command resumes."
-        ),
-    )
+    parser = common.add_command(subparsers, __doc__, run, accepts_extra=True)
     parser.add_argument("--config", required=True, help=f"a named config ({', '.join(config_lib.named_configs())}) or a .py file with get_config()")
     parser.add_argument("--workdir", required=True, type=pathlib.Path, help="checkpoints, metrics and the resolved config go here")
     parser.add_argument("--data", required=True, type=pathlib.Path, help="ACDC folder or a folder of .nii/.nii.gz volumes")
     parser.add_argument("--no-progress", action="store_true", help=f"no progress (a bar on a terminal, else a line every {LOG_EVERY_S:g} s)")
-    parser.set_defaults(func=run, accepts_extra=True)
 
 
 def run(args: argparse.Namespace) -> int:
