@@ -8,6 +8,7 @@ traceback, and nothing written. `reprocess` still processes the good files.
 from __future__ import annotations
 
 import errno
+import gzip
 import json
 import os
 import pathlib
@@ -22,6 +23,7 @@ import pytest
 
 from jaxsr import cli
 from tests.test_nifti import _bad_files, write_nifti
+from tests.test_nifti_fuzz import source_files, with_field
 from tests.test_train import smooth_stacks
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -63,6 +65,18 @@ def run_cli(capsys, *argv) -> tuple[int, list[str]]:
     # Log records and progress bars aside, stderr must hold exactly the error line.
     lines = [line for line in err.splitlines() if line.strip() and " INFO " not in line and " WARNING " not in line and "%|" not in line]
     return code, lines
+
+
+def jaxsr_process(*argv) -> subprocess.Popen:
+    """`python -m jaxsr.cli ARGV` started as a user runs it, from the repository root."""
+    return subprocess.Popen([sys.executable, "-m", "jaxsr.cli", *map(str, argv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), cwd=REPO)
+
+
+def run_jaxsr(*argv) -> subprocess.CompletedProcess:
+    proc = jaxsr_process(*argv)
+    out, err = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def assert_one_line(code, lines, expected_code, *fragments):
@@ -247,17 +261,28 @@ def test_train_refuses_a_workdir_of_another_model(tmp_path, capsys, checkpoint):
 
 
 def test_real_process_exit_codes_and_debug_traceback(tmp_path, checkpoint):
-    bad = dict((p.name, p) for _, p in bad_volumes(tmp_path / "bad"))["nan.nii.gz"]
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    base = [sys.executable, "-m", "jaxsr.cli"]
-    up = ["upsample", str(bad), str(tmp_path / "o.nii.gz"), "--checkpoint", str(checkpoint), "--factor", "2"]
-    r = subprocess.run(base + up, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
-    assert r.returncode == 1
-    assert r.stderr.strip().splitlines()[-1] == f"jaxsr upsample: error: {bad}: 1 voxel(s) are NaN or Inf", r.stderr
-    assert "Traceback" not in r.stderr and not (tmp_path / "o.nii.gz").exists()
-    r = subprocess.run(base + up + ["--debug"], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    nan = dict((p.name, p) for _, p in bad_volumes(tmp_path / "bad"))["nan.nii.gz"]
+    # Two of the reader fuzz test's mutants, of the kinds that once gave a
+    # traceback and a two-line message.
+    raw = source_files(tmp_path)["int16"]
+    code132 = tmp_path / "code132.nii.gz"
+    code132.write_bytes(gzip.compress(with_field(raw, 70, "<i2", 132)))
+    cut = tmp_path / "cut.nii"
+    cut.write_bytes(raw[:1000])
+    expected = {nan: "1 voxel(s) are NaN or Inf", code132: "bad NIfTI header (data code 132 not recognized)",
+                cut: "truncated: 12x10x4x3 int16 voxels from byte 352 need 3232 bytes, the file holds 1000"}
+
+    def upsample(path, *extra):
+        return "upsample", path, tmp_path / f"out_{path.name}", "--checkpoint", checkpoint, "--factor", "2", *extra
+
+    procs = {path: jaxsr_process(*upsample(path)) for path in expected}  # at once: most of each is start-up
+    for path, proc in procs.items():
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 1
+        assert err.splitlines() == [f"jaxsr upsample: error: {path}: {expected[path]}"], err
+        assert not (tmp_path / f"out_{path.name}").exists()
+    r = run_jaxsr(*upsample(nan, "--debug"))
     assert r.returncode != 0 and "Traceback" in r.stderr
-    r = subprocess.run(base + ["train", "--config", TINY, "--workdir", str(tmp_path / "w"), "--data", str(tmp_path),
-                               "--config.train.batch_size=-4"], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    r = run_jaxsr("train", "--config", TINY, "--workdir", tmp_path / "w", "--data", tmp_path, "--config.train.batch_size=-4")
     assert r.returncode == 2 and "--config.train.batch_size=-4" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "w").exists()

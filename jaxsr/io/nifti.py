@@ -11,17 +11,31 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import logging
 import os
 import pathlib
+import struct
 import zlib
 
 import nibabel as nib
 import numpy as np
+from nibabel.filebasedimages import ImageFileError
+from nibabel.spatialimages import HeaderDataError
 
 from jaxsr.errors import ConfigError, VolumeError
+from jaxsr.io import nibabel_notes
 from jaxsr.io.atomic import atomic_output
+from jaxsr.io.nibabel_notes import one_line
+
+logger = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+# What nibabel (and numpy under it) raise on malformed headers and data: from
+# nibabel's source and from fuzzing the reader (tests/test_nifti_fuzz.py).
+# Programming errors (AttributeError, NameError, ...) are left to surface.
+_NIBABEL_ERRORS = (HeaderDataError, ImageFileError, ValueError, TypeError, KeyError, IndexError, struct.error,
+                   EOFError, OSError, zlib.error, ArithmeticError, MemoryError)
 
 
 def is_nifti_path(path: str | os.PathLike) -> bool:
@@ -106,34 +120,52 @@ def geometry_header(header: nib.Nifti1Header, affine: np.ndarray, shape: tuple[i
 
 
 def load(path: str | os.PathLike) -> Volume:
-    """Reads a 3D or 4D NIfTI file; every problem raises VolumeError naming it."""
+    """Reads a 3D or 4D NIfTI file; every problem raises one VolumeError line naming it.
+
+    Refused: anything nibabel cannot parse, a header that parses but is nonsense
+    (voxel sizes that are not positive numbers, a shape and datatype that do not
+    account for the file's bytes exactly, a non-finite or singular affine), and
+    NaN or Inf voxels, which intensity scaling, the network and the metrics
+    would all spread. What nibabel reports while reading (header fields it
+    repaired) becomes one warning line for the file, or a debug line when the
+    file is refused anyway.
+    """
     path = pathlib.Path(path)
     if not is_nifti_path(path):
         raise VolumeError(path, "not a NIfTI file name (expected .nii or .nii.gz)")
     if not path.is_file():
         raise VolumeError(path, "no such file")
+    # errstate: numpy's overflow and invalid-value warnings on mangled scaling;
+    # their result (Inf, NaN) is refused below with a reason.
+    with nibabel_notes.collecting() as notes, np.errstate(all="ignore"):
+        try:
+            volume = _read(path)
+        except VolumeError:
+            _log_notes(path, notes, logging.DEBUG)
+            raise
+    _log_notes(path, notes, logging.WARNING if any(level >= logging.WARNING for level, _ in notes) else logging.DEBUG)
+    return volume
+
+
+def _log_notes(path: pathlib.Path, notes: list[tuple[int, str]], level: int) -> None:
+    if notes:
+        said = "; ".join(dict.fromkeys(message for _, message in notes))
+        logger.log(level, "%s: nibabel reported header problems: %s", path, said)
+
+
+def _read(path: pathlib.Path) -> Volume:
+    raw = _file_bytes(path)
+    image, raw_header = _parse(path, raw)
+    _check_shape(path, image.shape)
+    _check_header(path, image, raw_header, len(raw))
     try:
-        image = nib.load(str(path))
-        if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
-            raise VolumeError(path, f"not a NIfTI image ({type(image).__name__})")
-        image = nib.Nifti1Image.from_image(image) if isinstance(image, nib.Nifti2Image) else image
-        shape = image.shape
-        _check_shape(path, shape)
         data = np.asarray(image.get_fdata(dtype=np.float32))
-    except VolumeError:
-        raise
-    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
-        raise VolumeError(path, f"truncated or corrupt compressed data ({e})") from None
-    except nib.filebasedimages.ImageFileError:
-        raise VolumeError(path, "not a NIfTI file (unrecognised header)") from None
-    except (OSError, ValueError, TypeError) as e:
-        raise VolumeError(path, f"unreadable NIfTI ({e})") from None
+    except _NIBABEL_ERRORS as e:
+        raise VolumeError(path, f"unreadable voxel data ({one_line(e)})") from None
     if not np.all(np.isfinite(data)):
         bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
         raise VolumeError(path, f"{bad} voxel(s) are NaN or Inf")
     affine = np.asarray(image.affine, np.float64)
-    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise VolumeError(path, "the affine is singular or not finite")
     header = image.header.copy()
     # nibabel moves scl_slope/scl_inter into the data proxy on load; keep them in
     # the header so that --keep-dtype writes the source's stored values back.
@@ -141,6 +173,84 @@ def load(path: str | os.PathLike) -> Volume:
     if np.issubdtype(image.get_data_dtype(), np.integer):
         header.set_slope_inter(float(slope), float(inter))
     return Volume(data, affine, header, str(path))
+
+
+def _file_bytes(path: pathlib.Path) -> bytes:
+    """The file's content, decompressed: nibabel parses it from memory, and the
+    size check in _check_header is exact for .nii.gz too."""
+    try:
+        if path.name.lower().endswith(".gz"):
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        return path.read_bytes()
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise VolumeError(path, f"truncated or corrupt compressed data ({one_line(e)})") from None
+    except OSError as e:
+        raise VolumeError(path, f"cannot read the file ({one_line(e.strerror or e)})") from None
+    except MemoryError:
+        raise VolumeError(path, "too large to read into memory") from None
+
+
+def _parse(path: pathlib.Path, raw: bytes) -> tuple[nib.Nifti1Image, nib.Nifti1Header]:
+    """The image, and its header as stored (nibabel's parse repairs some fields)."""
+    # The magic decides the format (nibabel repairs a wrong sizeof_hdr, with a note).
+    magic1, magic2 = raw[344:348], raw[4:8]
+    if magic1 == b"n+1\0":
+        image_class = nib.Nifti1Image
+    elif magic2 == b"n+2\0":
+        image_class = nib.Nifti2Image
+    elif magic1 == b"ni1\0" or magic2 == b"ni2\0":
+        raise VolumeError(path, "a NIfTI pair header: its voxels would be in a separate .img file")
+    elif len(raw) < nib.Nifti1Header.sizeof_hdr:
+        raise VolumeError(path, f"truncated: {len(raw)} bytes, less than a NIfTI header")
+    else:
+        raise VolumeError(path, "not a NIfTI file (no NIfTI-1 or NIfTI-2 magic string)")
+    header_class = image_class.header_class
+    if len(raw) < header_class.sizeof_hdr:
+        raise VolumeError(path, f"truncated: {len(raw)} bytes, less than a NIfTI header")
+    try:
+        stored = header_class(raw[: header_class.sizeof_hdr], check=False)
+        image = image_class.from_bytes(raw)
+        if image_class is nib.Nifti2Image:
+            image = nib.Nifti1Image.from_image(image)
+    except _NIBABEL_ERRORS as e:
+        raise VolumeError(path, f"bad NIfTI header ({one_line(e)})") from None
+    return image, stored
+
+
+def _check_header(path: pathlib.Path, image: nib.Nifti1Image, stored: nib.Nifti1Header, n_bytes: int) -> None:
+    """Refuses a header that parsed but cannot describe this file's image."""
+    # nibabel replaces zero voxel sizes by 1 and negative ones by their absolute
+    # value, and lets NaN through; each would silently change the geometry.
+    pixdim = np.asarray(stored["pixdim"], np.float64)
+    if not (np.all(np.isfinite(pixdim[1:4])) and np.all(pixdim[1:4] > 0)):
+        raise VolumeError(path, f"voxel sizes pixdim[1:4] = {_mm(pixdim[1:4])} are not all positive numbers")
+    if len(image.shape) == 4 and not np.isfinite(pixdim[4]):
+        raise VolumeError(path, f"frame time pixdim[4] = {float(pixdim[4])} is not a number")
+    affine = np.asarray(image.affine, np.float64)
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise VolumeError(path, "the affine is singular or not finite")
+    # Volume.spacing reads pixdim while the voxels are placed by the affine (the
+    # sform; a qform is built from pixdim); where the two disagree, resampling to
+    # a target spacing would silently go wrong. A file written with one geometry
+    # agrees to float32 rounding (1e-7); the margin is 1%.
+    columns = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    if not np.allclose(columns, pixdim[1:4], rtol=0.01, atol=0):
+        raise VolumeError(path, f"voxel sizes disagree: pixdim[1:4] = {_mm(pixdim[1:4])} but the affine's columns are {_mm(columns)} long")
+    dtype = image.get_data_dtype()
+    if dtype.kind not in "iuf" or dtype.fields is not None:
+        raise VolumeError(path, f"datatype {dtype} is not a real-valued intensity image")
+    offset = int(image.dataobj.offset)
+    need = offset + int(np.prod(image.shape, dtype=object)) * dtype.itemsize
+    described = f"{'x'.join(map(str, image.shape))} {dtype} voxels from byte {offset}"
+    if n_bytes < need:
+        raise VolumeError(path, f"truncated: {described} need {need} bytes, the file holds {n_bytes}")
+    if n_bytes > need:
+        raise VolumeError(path, f"the file holds {n_bytes - need} bytes more than its header describes ({described}): wrong datatype or dimensions")
+
+
+def _mm(values) -> str:
+    return "(" + ", ".join(f"{float(v):.4g}" for v in values) + ") mm"
 
 
 def _check_shape(path: pathlib.Path, shape: tuple[int, ...]) -> None:
