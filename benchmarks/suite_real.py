@@ -48,7 +48,7 @@ import numpy as np
 
 from benchmarks import real_data
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("benchmarks.suite_real")  # also when run as __main__
 
 AE_PLAIN, AE_DETAIL = "ae_plain", "ae_detail"
 BASELINES = ("linear", "bspline")
@@ -372,6 +372,7 @@ def run_protocol(prepared: Prepared, source: dict, settings: dict, workdir: path
     t0 = time.perf_counter()
     model, val = train_on(config, prepared.stack, workdir)
     train_s = time.perf_counter() - t0
+    log.info("%s: %d steps in %.0f s", prepared.protocol.name, int(config.train.steps), train_s)
     t0 = time.perf_counter()
     slices, recon = synthesize(model, config, prepared)
     scores = {m: score(prepared.truth, s) for m, s in slices.items()}
@@ -520,8 +521,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    if args.verbose:  # this suite's progress, not every library's INFO lines
+        log.setLevel(logging.INFO)
     from benchmarks import common
     from jaxsr.errors import UserError
 
