@@ -64,7 +64,7 @@ def mutate(raw: bytes, kind: str, rng: np.random.Generator) -> tuple[str, bytes]
 def reason(message: str, path) -> str:
     """The kind of problem: the message after the path, up to its first detail."""
     problem = message.removeprefix(f"{path}: ")
-    return re.split(r" ?[(:=]| \d", problem, maxsplit=1)[0] or problem
+    return re.split(r" \(|: | =| \d", problem, maxsplit=1)[0] or problem
 
 
 def assert_usable(volume: nifti.Volume) -> None:
