@@ -141,7 +141,6 @@ NONSENSE = {
     "zero pixdim": ([(80, "<f4", 0.0)], r"pixdim\[1:4\] = \(0, 1.6, 8\) mm are not all positive"),
     "negative pixdim": ([(84, "<f4", -1.6)], "are not all positive"),
     "NaN pixdim": ([(88, "<f4", np.nan)], "are not all positive"),
-    "pixdim disagreeing with the sform": ([(88, "<f4", 5.0)], "voxel sizes disagree"),
     "NaN frame time": ([(92, "<f4", np.nan)], r"frame time pixdim\[4\]"),
     "NaN in the sform": ([(280, "<f4", np.nan)], "affine is singular or not finite"),
     "absurd dims": ([(42, "<i2", 30000), (44, "<i2", 30000)], "truncated: 30000x30000x4x3 int16 voxels from byte 352 need 21600000352 bytes"),
@@ -180,6 +179,25 @@ def test_a_repaired_header_loads_with_one_warning_line(tmp_path, caplog, capfd):
     assert_usable(volume)
     lines = [r for r in caplog.records if r.name.startswith("jaxsr")]
     assert len(lines) == 1 and lines[0].levelno == logging.WARNING, lines
-    assert lines[0].getMessage() == (f"{path}: nibabel reported header problems: sizeof_hdr should be 348; "
+    assert lines[0].getMessage() == (f"{path}: header problems: sizeof_hdr should be 348; "
                                      "set sizeof_hdr to 348; sform_code 514 not valid; setting to 0")
+    assert capfd.readouterr().err == ""
+
+
+def test_pixdim_disagreeing_with_the_sform_loads_on_the_affine_with_one_warning(tmp_path, caplog, capfd):
+    # A registration tool may scale the sform and leave pixdim: the affine places the voxels.
+    raw = source_files(tmp_path)["int16"]
+    path = tmp_path / "rescaled.nii"
+    path.write_bytes(with_field(raw, 88, "<f4", 5.0))  # pixdim[3]: 8 mm in the sform, 5 in pixdim
+    capfd.readouterr()
+    with caplog.at_level(logging.DEBUG, logger="jaxsr"):
+        volume = nifti.load(path)
+    assert_usable(volume)
+    columns = np.sqrt((volume.affine[:3, :3] ** 2).sum(axis=0))
+    np.testing.assert_array_equal(volume.spacing, columns)
+    assert volume.slice_spacing_mm == pytest.approx(8.0, rel=1e-6)  # float32 sform entries
+    lines = [r for r in caplog.records if r.name.startswith("jaxsr")]
+    assert len(lines) == 1 and lines[0].levelno == logging.WARNING, lines
+    assert "pixdim[1:4] = (1.4, 1.6, 5) mm but the affine places voxels" in lines[0].getMessage()
+    assert "using the affine" in lines[0].getMessage()
     assert capfd.readouterr().err == ""

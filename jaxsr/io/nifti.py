@@ -58,8 +58,13 @@ class Volume:
 
     @property
     def spacing(self) -> tuple[float, float, float]:
-        """Voxel size in mm along the three spatial array axes."""
-        return tuple(float(z) for z in self.header.get_zooms()[:3])
+        """Voxel size in mm along the three spatial array axes.
+
+        The lengths of the affine's columns: the affine is what places the voxels
+        in the world (a registration tool may scale an sform and leave pixdim as
+        it was), so resampling follows it rather than pixdim.
+        """
+        return tuple(float(z) for z in np.sqrt((np.asarray(self.affine, np.float64)[:3, :3] ** 2).sum(axis=0)))
 
     @property
     def slice_spacing_mm(self) -> float:
@@ -139,7 +144,7 @@ def load(path: str | os.PathLike) -> Volume:
     # their result (Inf, NaN) is refused below with a reason.
     with nibabel_notes.collecting() as notes, np.errstate(all="ignore"):
         try:
-            volume = _read(path)
+            volume = _read(path, notes)
         except VolumeError:
             _log_notes(path, notes, logging.DEBUG)
             raise
@@ -150,14 +155,14 @@ def load(path: str | os.PathLike) -> Volume:
 def _log_notes(path: pathlib.Path, notes: list[tuple[int, str]], level: int) -> None:
     if notes:
         said = "; ".join(dict.fromkeys(message for _, message in notes))
-        logger.log(level, "%s: nibabel reported header problems: %s", path, said)
+        logger.log(level, "%s: header problems: %s", path, said)
 
 
-def _read(path: pathlib.Path) -> Volume:
+def _read(path: pathlib.Path, notes: list[tuple[int, str]]) -> Volume:
     raw = _file_bytes(path)
     image, raw_header = _parse(path, raw)
     _check_shape(path, image.shape)
-    _check_header(path, image, raw_header, len(raw))
+    _check_header(path, image, raw_header, len(raw), notes)
     try:
         data = np.asarray(image.get_fdata(dtype=np.float32))
     except _NIBABEL_ERRORS as e:
@@ -218,8 +223,9 @@ def _parse(path: pathlib.Path, raw: bytes) -> tuple[nib.Nifti1Image, nib.Nifti1H
     return image, stored
 
 
-def _check_header(path: pathlib.Path, image: nib.Nifti1Image, stored: nib.Nifti1Header, n_bytes: int) -> None:
-    """Refuses a header that parsed but cannot describe this file's image."""
+def _check_header(path: pathlib.Path, image: nib.Nifti1Image, stored: nib.Nifti1Header, n_bytes: int,
+                  notes: list[tuple[int, str]]) -> None:
+    """Refuses a header that parsed but cannot describe this file's image; adds to `notes` what it repairs."""
     # nibabel replaces zero voxel sizes by 1 and negative ones by their absolute
     # value, and lets NaN through; each would silently change the geometry.
     pixdim = np.asarray(stored["pixdim"], np.float64)
@@ -230,13 +236,13 @@ def _check_header(path: pathlib.Path, image: nib.Nifti1Image, stored: nib.Nifti1
     affine = np.asarray(image.affine, np.float64)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise VolumeError(path, "the affine is singular or not finite")
-    # Volume.spacing reads pixdim while the voxels are placed by the affine (the
-    # sform; a qform is built from pixdim); where the two disagree, resampling to
-    # a target spacing would silently go wrong. A file written with one geometry
-    # agrees to float32 rounding (1e-7); the margin is 1%.
+    # The voxels are placed by the affine (the sform; a qform is built from
+    # pixdim) and Volume.spacing follows it. A file written with one geometry
+    # agrees to float32 rounding (1e-7); beyond 1% the user hears which was used.
     columns = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     if not np.allclose(columns, pixdim[1:4], rtol=0.01, atol=0):
-        raise VolumeError(path, f"voxel sizes disagree: pixdim[1:4] = {_mm(pixdim[1:4])} but the affine's columns are {_mm(columns)} long")
+        notes.append((logging.WARNING, f"pixdim[1:4] = {_mm(pixdim[1:4])} but the affine places voxels {_mm(columns)} apart; "
+                                       "using the affine"))
     dtype = image.get_data_dtype()
     if dtype.kind not in "iuf" or dtype.fields is not None:
         raise VolumeError(path, f"datatype {dtype} is not a real-valued intensity image")
