@@ -13,24 +13,11 @@ import statistics
 import time
 from typing import Any, Callable
 
-# Peak dense bf16/fp32 FLOP/s per chip from vendor data sheets (dense, no sparsity).
-VENDOR_PEAK_FLOPS = {
-    # device_kind substring: (fp32 peak, bf16 peak)
-    "H200": (67e12, 989e12),
-    "H100": (67e12, 989e12),
-    "A100": (19.5e12, 312e12),
-    "V100": (15.7e12, 125e12),
-    "L4": (30.3e12, 121e12),
-    "TPU v4": (275e12, 275e12),
-    "TPU v5 lite": (197e12, 197e12),
-    "TPU v5e": (197e12, 197e12),
-    "TPU v5p": (459e12, 459e12),
-    "TPU v6": (918e12, 918e12),
-}
-
 
 def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
+    import jaxsr
+
+    out = {"python": platform.python_version(), "jaxsr": jaxsr.version()}
     for name in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-cpu", "numpy", "scipy", "dm-pix", "torch"):
         try:
             out[name] = importlib.metadata.version(name)
@@ -40,19 +27,28 @@ def versions() -> dict[str, str]:
 
 
 def environment() -> dict[str, Any]:
-    import jax
-
-    devices = jax.devices()
+    """Host facts and versions; no jax backend is started (the train suite's workers need the chip)."""
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": sorted(os.sched_getaffinity(0)),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset: OpenMP's default, active)"),
+        "versions": versions(),
+    }
+
+
+def device_facts() -> dict[str, Any]:
+    """This process's jax backend and devices: called once the suites are done."""
+    import jax
+
+    return {
         "backend": jax.default_backend(),
-        "device_kind": devices[0].device_kind,
+        "device_kind": jax.devices()[0].device_kind,
         "device_count": jax.device_count(),
         "local_device_count": jax.local_device_count(),
         "process_count": jax.process_count(),
-        "host": platform.node(),
-        "cpu_count": os.cpu_count(),
-        "versions": versions(),
     }
 
 
@@ -116,40 +112,17 @@ def _block(x):
     return jax.block_until_ready(x)
 
 
-def vendor_peak(device_kind: str, dtype: str) -> float | None:
-    for key, (fp32, bf16) in VENDOR_PEAK_FLOPS.items():
-        if key.lower() in device_kind.lower():
-            return bf16 if dtype == "bfloat16" else fp32
-    return None
-
-
-def threads_used_by_xla() -> int:
-    """Threads XLA's CPU backend runs intra-op work on: the CPUs this process may use.
-
-    XLA sizes its Eigen pool with tsl::port::MaxParallelism(), the schedulable
-    CPU count (affinity mask, so `taskset` and container limits are honoured).
-    """
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        return os.cpu_count() or 1
-
-
 def figure(name: str, timing: Timing, items_per_repeat: float, unit: str, **context: Any) -> dict[str, Any]:
     """One measured rate (items/s) with its spread over repeats and the first call apart."""
-    rates = sorted(items_per_repeat / t for t in timing.repeats_s)
-    return {
-        "name": name,
-        "unit": f"{unit}/s",
-        "median": statistics.median(rates),
-        "min": rates[0],
-        "max": rates[-1],
-        "iqr": _iqr(rates),
-        "repeats": len(rates),
-        "median_s": timing.median_s,
-        "first_call_s": timing.first_call_s,
-        **context,
-    }
+    return rate_figure(name, [items_per_repeat / t for t in timing.repeats_s], f"{unit}/s",
+                       median_s=timing.median_s, first_call_s=timing.first_call_s, **context)
+
+
+def rate_figure(name: str, rates: list[float], unit: str, **context: Any) -> dict[str, Any]:
+    """A figure from rates measured directly (one per timing round)."""
+    ordered = sorted(rates)
+    return {"name": name, "unit": unit, "median": statistics.median(ordered), "min": ordered[0],
+            "max": ordered[-1], "iqr": _iqr(ordered), "repeats": len(ordered), **context}
 
 
 def derived(name: str, base: dict[str, Any], scale: float, unit: str, **context: Any) -> dict[str, Any]:

@@ -19,7 +19,6 @@ import tempfile
 import time
 
 import ml_collections
-import numpy as np
 
 
 def _rate(next_batch, batches: int, batch_size: int, warmup: int = 5) -> float:

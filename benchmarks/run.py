@@ -40,22 +40,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", default=None,
                         help="ACDC tree or NIfTI folder for the quality/input suites (default: phantom)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per figure (default 5, quick 3)")
-    parser.add_argument("--batch-sizes", default=None, help="comma-separated global batch sizes for the train suite")
-    parser.add_argument("--dtypes", default=None, help="comma-separated compute dtypes (float32,bfloat16)")
-    parser.add_argument("--configs", default=None, help="comma-separated configs/NAME.py for the train suite")
-    parser.add_argument("--device-counts", default="1,2,4,8",
-                        help="device counts for the train suite's scaling figures ('' for none)")
-    parser.add_argument("--no-peer", action="store_true", help="skip the PyTorch peer")
+    parser.add_argument("--batch-sizes", default=None,
+                        help="comma-separated train batch sizes (default: 8,32 on CPU, 16..512 on accelerators)")
+    parser.add_argument("--infer-batch-sizes", default=None,
+                        help="comma-separated inference batch sizes (default: 32 on CPU, 16..512 on accelerators)")
+    parser.add_argument("--dtypes", default=None,
+                        help="comma-separated compute dtypes (default: float32 on CPU, float32,bfloat16 on accelerators)")
+    parser.add_argument("--configs", default=None, help="comma-separated config names or paths for the train suite")
+    parser.add_argument("--peers", default=None, help="comma-separated peers to time: jax_twin,torch (the default)")
+    parser.add_argument("--no-peer", action="store_true", help="time jaxsr alone")
+    parser.add_argument("--cpus", default=None, help="comma-separated CPU ids every worker is pinned to (default: all)")
+    parser.add_argument("--threads", type=int, default=None, help="threads per worker (default: one per CPU)")
+    parser.add_argument("--loop-steps", type=int, default=None,
+                        help="N for `jaxsr train`'s images/s from runs of N and 2N steps (0: skip)")
     parser.add_argument("--strict", action="store_true", help="stop at the first failing suite")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_args(argv)
 
 
 def selected(args: argparse.Namespace) -> list[str]:
+    """In SUITES order: the train suite, whose workers need the chip, runs before any suite starts jax here."""
     names = args.suite or ["all"]
-    if "all" in names:
-        return list(SUITES)
-    return list(dict.fromkeys(names))
+    return [name for name in SUITES if name in names or "all" in names]
 
 
 def run(argv: list[str] | None = None) -> dict[str, Any]:
@@ -84,6 +90,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         suite_result["wall_s"] = time.perf_counter() - t0
         result["suites"][name] = suite_result
         common.write_json(result, args.out or None)  # partial results survive a later crash
+    result["environment"].update(common.device_facts())  # the parent's jax, started only now
+    common.write_json(result, args.out or None)
     return result
 
 
@@ -96,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     result = run(argv)
     env = result["environment"]
     print(f"{env['date']}  backend={env['backend']}  device={env['device_kind']} x{env['device_count']}  "
-          f"jax {env['versions'].get('jax')}  flax {env['versions'].get('flax')}  cpus={env['cpu_count']}")
+          f"jaxsr {env['versions']['jaxsr']}  jax {env['versions'].get('jax')}  flax {env['versions'].get('flax')}  "
+          f"cpus={env['cpu_count']}")
     print(table.render(result["suites"]))
     if args.out:
         print(f"JSON: {args.out}")

@@ -27,8 +27,7 @@ log = logging.getLogger(__name__)
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     quick = args.quick
     return {
-        "config": workloads.PAPER,
-        "tiny_model": quick,
+        "config": workloads.TINY if quick else workloads.PAPER,
         "batch_size": 8 if quick else 32,
         "crop_size": 32 if quick else 128,
         "batches_per_repeat": 4 if quick else 20,
@@ -36,7 +35,6 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         "patients": 4 if quick else 8,
         "phantom_spec": {"fov_mm": (72.0, 80.0), "frames": (2, 3), "slices": (6, 8), "test_slices": (8, 10)}
         if quick else {"frames": (10, 12)},
-        "fallback_shape": (64, 64, 6, 2) if quick else (160, 160, 10, 10),
     }
 
 
@@ -53,16 +51,15 @@ def batches(config, stacks: list[np.ndarray], s: dict[str, Any]):
 
     data = config.data.copy_and_resolve_references()
     data.crop_size = s["crop_size"]
-    ds = pipeline.make_dataset(stacks, data, batch_size=s["batch_size"], seed=0, triplets=bool(data.get("triplets")))
+    ds = pipeline.make_dataset(stacks, data, batch_size=s["batch_size"], seed=0, triplets=bool(data.triplets))
     return (b["image"] for b in pipeline.numpy_batches(ds)), "jaxsr.data.pipeline.make_dataset (tf.data, parallel map, prefetch)"
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    import jax
+    from jaxsr.config import load_config
 
     s = settings(args)
-    config = suite_train.bench_config(s["config"], {"tiny_model": s["tiny_model"], "image_size": s["crop_size"]},
-                                      "float32")
+    config = load_config(s["config"], [f"--config.data.crop_size={s['crop_size']}"])
     with tempfile.TemporaryDirectory() as tmp:
         train_paths, _, data = suite_quality.phantom_split(pathlib.Path(tmp) / "phantom", s)
         stacks = training_stacks(train_paths, float(config.data.target_spacing_mm))
@@ -82,9 +79,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # What the trainer itself feeds its step: jaxsr.train.batches.sample_batch (numpy, per step).
         sampler = trainer_sampler(config, stacks, s)
     shape = tuple(np.asarray(first).shape)
-    devices = jax.local_devices()
-    context = {"config": s["config"] + (" (tiny)" if s["tiny_model"] else ""), "batch_size": s["batch_size"],
-               "image_size": s["crop_size"]}
+    context = {"config": s["config"], "batch_size": s["batch_size"], "image_size": s["crop_size"]}
     pipe = common.figure("tf.data pipeline", timing, s["batches_per_repeat"] * s["batch_size"], "images",
                          **context, note="host, " + source.split(" ")[0])
     pipe["first_call_s"] = setup_s
@@ -94,14 +89,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         figures.append(common.figure("trainer's batch sampler", sample_timing,
                                      s["batches_per_repeat"] * s["batch_size"], "images", **context,
                                      note="host, " + sampler_source))
-    m = suite_train.measure(config, s["batch_size"], devices, s["repeats"])
-    step = common.figure("train step consumption", m["timing"], s["batch_size"], "images", **context,
-                         dtype="float32", devices=len(devices))
+    m = suite_train.jaxsr_alone(args, s["config"], [], "train", s["batch_size"], s["crop_size"], "float32",
+                                s["repeats"])
+    step = common.rate_figure("train step consumption", m["rates"], "images/s", **context, dtype="float32",
+                              first_call_s=m["prepare"]["first_call_s"], note="jaxsr worker, 1 device")
     figures.append(step)
     feeds = {f["name"]: f["median"] / step["median"] for f in figures[:-1]}
     return {"settings": s, "data": data, "pipeline": source, "batch_shape": shape,
             "input_bound": pipe["median"] < step["median"],
-            "input_over_step": feeds, "step_source": m["step_source"], "figures": figures}
+            "input_over_step": feeds, "step_source": "jaxsr.train.step.build_step (benchmarks.impl_jaxsr)",
+            "figures": figures}
 
 
 def trainer_sampler(config, stacks: list[np.ndarray], s: dict[str, Any]):
@@ -114,7 +111,7 @@ def trainer_sampler(config, stacks: list[np.ndarray], s: dict[str, Any]):
         for _ in range(s["batches_per_repeat"]):
             counter["step"] += 1
             batch = batches_lib.sample_batch(stacks, config.data, batch_size=s["batch_size"], seed=0,
-                                             step=counter["step"], triplets=bool(config.data.get("triplets")))
+                                             step=counter["step"], triplets=bool(config.data.triplets))
         return batch
 
     timing = common.time_repeats(pull, repeats=s["repeats"], warmup=1, block=lambda x: x)

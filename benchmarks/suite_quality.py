@@ -17,9 +17,7 @@ import tempfile
 import time
 from typing import Any
 
-import numpy as np
-
-from benchmarks import common, workloads
+from benchmarks import workloads
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +25,12 @@ log = logging.getLogger(__name__)
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     quick = args.quick
     return {
-        "config": workloads.PAPER,
+        "config": workloads.TINY,
         # Phantom patients; the last eighth (at least 1) are held out for testing, as the phantom defines.
         "patients": 4 if quick else 12,
         "phantom_spec": ({"fov_mm": (72.0, 80.0), "frames": (2, 3), "slices": (6, 8), "test_slices": (8, 10)}
                          if quick else {"frames": (4, 6)}),
-        "fallback_shape": (64, 64, 6, 2) if quick else (96, 96, 8, 4),
-        "crop_size": 48 if quick else 64,  # VIF needs >= 41 pixels; divisible by 2**4
+        "crop_size": 48 if quick else 64,  # VIF needs >= 41 pixels; divisible by 2**num_blocks
         "train_steps": 40 if quick else 300,
         "train_batch_size": 8,
     }
@@ -41,12 +38,8 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def phantom_split(folder: pathlib.Path, s: dict[str, Any]) -> tuple[list[pathlib.Path], list[pathlib.Path], dict]:
     """(train, test) volumes of a phantom dataset made here; test = the phantom's held-out patients."""
-    try:
-        from jaxsr.data import phantom
-    except ImportError:  # only until jaxsr.data.phantom exists
-        paths = workloads.write_phantoms(folder, s["patients"], s["fallback_shape"], (1.4, 1.4, 10.0))
-        n_test = max(1, s["patients"] // 4)
-        return paths[:-n_test], paths[-n_test:], {"source": "benchmarks.workloads.phantom_volume (disc phantom)"}
+    from jaxsr.data import phantom
+
     spec = phantom.PhantomSpec(**s["phantom_spec"])
     manifest = phantom.write_phantom_dataset(folder, s["patients"], seed=0, spec=spec)
 
@@ -58,45 +51,38 @@ def phantom_split(folder: pathlib.Path, s: dict[str, Any]) -> tuple[list[pathlib
              "train_patients": manifest["train_patients"], "test_patients": manifest["test_patients"]})
 
 
-def training_images(paths: list[pathlib.Path], size: int, target_mm: float) -> np.ndarray:
-    """Every in-plane slice of every frame, preprocessed and centre-cropped: (N, size, size, 1)."""
-    from jaxsr.data.preprocess import preprocess_volume
-    from jaxsr.evaluate import crop_inplane
-    from jaxsr.io.nifti import load
+def model_for(args, s: dict[str, Any], train_paths: list[pathlib.Path], workdir: pathlib.Path):
+    """--checkpoint's model, or the tiny config trained here by `jaxsr train`'s loop on the training volumes."""
+    import json
 
-    images = []
-    for path in paths:
-        stack, _ = preprocess_volume(load(path), target_mm=target_mm)
-        stack = crop_inplane(stack, size)
-        images.append(np.transpose(stack, (2, 3, 0, 1)).reshape(-1, size, size))
-    return np.concatenate(images)[..., None].astype(np.float32)
-
-
-def model_for(args, s: dict[str, Any], train_paths: list[pathlib.Path]):
-    import jax
+    from flax import nnx
 
     if getattr(args, "checkpoint", None):
         from jaxsr.train.checkpoint import load_for_inference
 
         model, config = load_for_inference(args.checkpoint)
         return model, config, {"source": "checkpoint", "checkpoint": str(args.checkpoint)}
-    from benchmarks import trainer_adapter
+    from jaxsr.config import load_config
 
-    config = workloads.tiny(workloads.load_config(s["config"]))
-    with config.unlocked():
-        config.data.crop_size = s["crop_size"]
-        config.optim.learning_rate = 3e-3  # a few hundred steps, not the paper's 1e-5 over days
-    images = training_images(train_paths, s["crop_size"], float(config.data.target_spacing_mm))
+    from benchmarks import impl_jaxsr, suite_input
+
+    steps = s["train_steps"]
+    config = impl_jaxsr.variant(load_config(s["config"]), **{
+        "data.crop_size": s["crop_size"], "optim.learning_rate": 3e-3,  # a few hundred steps, not days at 1e-5
+        "train.steps": steps, "train.batch_size": s["train_batch_size"], "train.log_every": 1,
+        "train.checkpoint_every": steps, "train.eval_every": steps})
+    stacks = suite_input.training_stacks(train_paths, float(config.data.target_spacing_mm))
     t0 = time.perf_counter()
-    devices = jax.local_devices()
-    batch = max(s["train_batch_size"], len(devices))
-    batch -= batch % len(devices)
-    model, losses, step_source = trainer_adapter.train_briefly(config, images, steps=s["train_steps"],
-                                                               batch_size=batch, devices=devices)
-    info = {"source": "briefly trained tiny model", "config": s["config"] + " (tiny)", "steps": s["train_steps"],
-            "batch_size": batch, "learning_rate": 3e-3, "training_images": int(images.shape[0]),
-            "first_loss": losses[0], "last_loss": losses[-1], "train_s": time.perf_counter() - t0,
-            "step_source": step_source, "model_source": workloads.model_source()}
+    trained = impl_jaxsr.train_in_memory(config, workdir, stacks)
+    model, _ = nnx.merge(trained["graphdef"], trained["state"])
+    model.eval()
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["train/loss"] for r in records if "train/loss" in r]
+    info = {"source": "briefly trained tiny model", "config": s["config"], "steps": steps,
+            "batch_size": s["train_batch_size"], "learning_rate": 3e-3, "first_loss": losses[0],
+            "last_loss": losses[-1], "train_s": time.perf_counter() - t0,
+            "trainer": "jaxsr.train.loop.train (benchmarks.impl_jaxsr.train_in_memory)",
+            "model_source": workloads.model_source()}
     return model, config, info
 
 
@@ -112,12 +98,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             data = {"source": str(args.data_dir), "split": "test", "test_volumes": len(test_paths)}
         else:
             train_paths, test_paths, data = phantom_split(pathlib.Path(tmp) / "phantom", s)
-        model, config, model_info = model_for(args, s, train_paths)
+        model, config, model_info = model_for(args, s, train_paths, pathlib.Path(tmp) / "train")
         methods = {evaluate.AE: evaluate.autoencoder_method(interpolate.interpolator_for(model, config)), **evaluate.baseline_methods()}
         t0 = time.perf_counter()
         evaluation = evaluate.evaluate_volumes(test_paths, methods, evaluate.default_metrics(),
                                                crop_size=s["crop_size"],
-                                               target_mm=float(config.data.get("target_spacing_mm", 1.4)),
+                                               target_mm=float(config.data.target_spacing_mm),
                                                n_examples=0, through_plane_factor=0)
         eval_s = time.perf_counter() - t0
     summary = stats.summarise(evaluation.scores)

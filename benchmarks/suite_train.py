@@ -1,216 +1,308 @@
-"""Training throughput of the jitted train step, FLOP utilisation, scaling, and the PyTorch peer.
+"""Training and inference throughput of jaxsr beside its peers, each in its own process.
 
-For each configuration (configs/acdc_paper.py, configs/acdc_followup.py),
-compute dtype and global batch size: the trainer's own step
-(jaxsr.train.step), jitted once with donation on a 1-D 'data' mesh over all
-local devices, batch sharded along it, fed a fixed random batch (so input cost
-is not counted; the input suite measures it). Per figure: images/s (median and
-spread over repeats, compile time apart), FLOPs per step from XLA's compiled
-cost analysis (per-device program x devices), achieved FLOP/s and its fraction
-of the peak (vendor figure on known GPUs/TPUs, a measured matmul on CPU), then
-scaling over 1, 2, 4, 8 devices when present, and the PyTorch eager peer.
+Implementations: jaxsr (benchmarks.impl_jaxsr: the trainer's step, the
+model's encode + decode, `jaxsr train`'s loop), the plain-JAX twin
+(benchmarks.impl_jax_twin) and PyTorch eager (benchmarks.impl_torch, when
+installed). All run pinned to the same CPUs with the same thread count; the
+parent only coordinates and never times anything itself.
 
-On CPU all 'devices' of --xla_force_host_platform_device_count share the same
-cores, so the peak is the host's (one matmul on all threads), not x devices.
+Per configuration: jaxsr exports its weights, every peer loads them, and the
+peers must compute the same function (benchmarks.equivalence) before any is
+timed. Per workload (train step or inference, batch size, dtype): each
+implementation compiles and warms up, then timing rounds interleave them
+(benchmarks.rounds); images/s per implementation and the ratio jaxsr / peer
+are reported per round and as median with min..max. FLOPs are the analytic
+conv count (benchmarks.flops), XLA's unoptimised count beside it as a check;
+MFU is against the peak of the precision actually used (benchmarks.peak).
+Finally `jaxsr train`'s own images/s (runs of N and 2N steps, so compile and
+set-up cancel) beside the step alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import pathlib
+import tempfile
+import time
+import types
 from typing import Any
 
-from benchmarks import common, peak, torch_peer, workloads
+import numpy as np
+
+from benchmarks import common, equivalence, flops, impl_torch, peak, processes, rounds
 
 log = logging.getLogger(__name__)
+SUBJECT, TWIN, TORCH = "jaxsr", "jax_twin", "torch"
+# The tiny config trains with the triplet interpolation loss; the peers implement the paper's MSE loss.
+QUICK_CONFIG = ("tiny", ["--config.data.triplets=false", "--config.loss.interp_weight=0.0"])
+ACCELERATOR_BATCHES = [16, 32, 64, 128, 256, 512]
 
 
-def settings(args: argparse.Namespace) -> dict[str, Any]:
-    quick = args.quick
-    split = lambda text: [t for t in text.split(",") if t]  # noqa: E731
+def _split(text: str | None) -> list[str]:
+    return [t for t in (text or "").split(",") if t]
+
+
+def settings(args: argparse.Namespace, backend: str) -> dict[str, Any]:
+    """What to run: quick (tiny network, seconds), CPU (the issue's table), accelerators (a batch sweep)."""
+    accelerator = backend != "cpu"
+    if args.quick:
+        s = {"configs": [QUICK_CONFIG[0]], "overrides": QUICK_CONFIG[1], "train_batches": [8], "infer_batches": [8],
+             "dtypes": ["float32"], "rounds": 3, "segment_s": 0.2, "loop_steps": 50, "peak_matmul_n": 256}
+    else:
+        s = {"configs": ["acdc_paper"], "overrides": [],
+             "train_batches": ACCELERATOR_BATCHES if accelerator else [8, 32],
+             "infer_batches": ACCELERATOR_BATCHES if accelerator else [32],
+             "dtypes": ["float32", "bfloat16"] if accelerator else ["float32"],
+             # On a lent accelerator device time is short: 3 rounds of 0.5 s segments per implementation.
+             "rounds": 3 if accelerator else 5, "segment_s": 0.5 if accelerator else 2.0,
+             "loop_steps": 100 if accelerator else 6,
+             "peak_matmul_n": None}
+    if args.configs:
+        s["configs"] = _split(args.configs)
+    if args.batch_sizes:
+        s["train_batches"] = [int(b) for b in _split(args.batch_sizes)]
+    if args.infer_batch_sizes:
+        s["infer_batches"] = [int(b) for b in _split(args.infer_batch_sizes)]
+    if args.dtypes:
+        s["dtypes"] = _split(args.dtypes)
+    if args.repeats:
+        s["rounds"] = args.repeats
+    if args.loop_steps is not None:
+        s["loop_steps"] = args.loop_steps
+    s["peers"] = [] if args.no_peer else (_split(args.peers) or [TWIN, TORCH])
+    return s
+
+
+def _cpus(args: argparse.Namespace) -> list[int]:
+    return [int(c) for c in _split(args.cpus)] if args.cpus else sorted(os.sched_getaffinity(0))
+
+
+def start_peers(pool: processes.Pool, wanted: list[str], info: dict) -> tuple[dict, dict]:
+    """({name: worker}, {name: why skipped}); the twin starts for any peer: it is the float64 reference."""
+    if not wanted:
+        return {}, {}
+    started, skipped = {TWIN: pool.start(TWIN)}, {}
+    if TORCH in wanted:
+        why = impl_torch.missing()
+        if why is None and info["backend"] == "tpu":
+            why = "no PyTorch peer on TPU"
+        if why:
+            skipped[TORCH] = why
+        else:
+            try:
+                started[TORCH] = pool.start(TORCH)
+            except processes.WorkerError as error:
+                skipped[TORCH] = str(error)
+    return started, skipped
+
+
+def check_peers(jaxsr, peers: dict, created: dict, weights: pathlib.Path, tmp: pathlib.Path, backend: str) -> dict:
+    """Loads the weights into every peer and compares outputs, loss and gradients (benchmarks.equivalence)."""
+    device = "cuda" if backend == "gpu" else "cpu"
+    report: dict[str, Any] = {"reference": "plain-JAX twin in float64",
+                              "rule": "relative 2-norm error against the float64 reference; see benchmarks/equivalence.py"}
+    loaded = {}
+    for name, w in peers.items():
+        try:
+            got = w.call("load", model=created["model"], weights=str(weights), learning_rate=created["learning_rate"],
+                         **({"device": device} if name == TORCH else {}))
+            if got["parameters"] != created["parameters"]:
+                raise processes.WorkerError(name, f"{got['parameters']} parameters, jaxsr {created['parameters']}")
+            loaded[name] = w
+        except processes.WorkerError as error:
+            report[name] = {"ok": False, "why": f"could not load jaxsr's weights: {error}"}
+    if TWIN not in loaded:
+        report[SUBJECT] = {"ok": False, "why": "no float64 reference (the twin did not load)"}
+        return report
+    size = created["crop_size"]
+    images = tmp / "check_images.npz"
+    np.savez(images, x=np.random.default_rng(7).random((2, size, size, 1), dtype=np.float32))
+    report["images"] = [2, size, size, 1]
+
+    def evaluate(w, name, float64=False):
+        out = tmp / f"check_{name}_{'64' if float64 else '32'}.npz"
+        w.call("check", inputs=str(images), out=str(out), float64=float64)
+        return dict(np.load(out))
+
+    reference = evaluate(loaded[TWIN], TWIN, float64=True)
+    twin32 = evaluate(loaded[TWIN], TWIN)
+    tol = report["tolerances"] = equivalence.tolerances(twin32, reference)
+    report[SUBJECT] = equivalence.compare(evaluate(jaxsr, SUBJECT), reference, tol, "float32")
+    report[TWIN] = equivalence.compare(twin32, reference, tol, "float32")
+    for name, w in loaded.items():
+        if name != TWIN:
+            report[name] = equivalence.compare(evaluate(w, name), reference, tol, "float32")
+            report[name + " (float64)"] = equivalence.compare(evaluate(w, name, True), reference, tol, "float64")
+    return report
+
+
+def _passed(report: dict, name: str) -> bool:
+    checks = [v for k, v in report.items() if k == name or k == f"{name} (float64)"]
+    return bool(checks) and all(v["ok"] for v in checks)
+
+
+def peers_to_time(report: dict, peers: dict, wanted: list[str], config: str, figures: list) -> dict:
+    """The wanted peers that, like jaxsr, compute the reference function; a figure says why for the others."""
+    timed = {n: w for n, w in peers.items() if n in wanted and _passed(report, n) and _passed(report, SUBJECT)}
+    for n in peers:
+        if n in wanted and n not in timed:
+            why = "; ".join(f"{k}: {v['why']}" for k, v in report.items()
+                            if k.split(" ")[0] in (n, SUBJECT) and isinstance(v, dict) and not v.get("ok", True))
+            figures.append({"name": f"peer {n} on {config}", "skipped": "not the same function: " + why})
+    return timed
+
+
+def measure(workers: dict, kind: str, batch: int, size: int, dtype: str, s: dict, created: dict,
+            peaks: dict) -> dict[str, Any]:
+    """One workload on every implementation: compile and warm up, interleaved rounds, FLOPs and MFU."""
+    prepared, failed = {}, {}
+    t0 = time.perf_counter()
+    for name, w in workers.items():
+        try:
+            prepared[name] = w.call("prepare", kind=kind, batch=batch, image_size=size, dtype=dtype)
+        except processes.WorkerError as error:
+            if name == SUBJECT:
+                raise
+            failed[name] = {"error": str(error), "oom": error.oom}
+    prepare_s = time.perf_counter() - t0
+    timed = {name: workers[name] for name in prepared}
+    log.info("%s batch %d %s: compiled on %s; %d interleaved rounds", kind, batch, dtype, ", ".join(timed), s["rounds"])
+    measured = rounds.interleaved(timed, items_per_step=batch, rounds=s["rounds"], segment_s=s["segment_s"],
+                                  warm_step_s={n: p["warm_step_s"] for n, p in prepared.items()})
+    analytic = flops.per_image(kind, common_model(created), size)
+    xla = workers[SUBJECT].call("xla_flops")
+    peak_fps = peaks[dtype]["flops_per_s"]
+    images_per_s = {name: rounds.spread(r) for name, r in measured["rates"].items()}
     return {
-        "configs": split(args.configs) if args.configs else [workloads.PAPER, workloads.FOLLOWUP],
-        "tiny_model": quick,
-        "image_size": 32 if quick else None,  # None: the config's crop size (128)
-        "batch_sizes": [int(b) for b in split(args.batch_sizes)] if args.batch_sizes else ([8] if quick else [8, 32]),
-        "dtypes": split(args.dtypes) if args.dtypes else ["float32", "bfloat16"],
-        "repeats": args.repeats or (3 if quick else 5),
-        "peer": not args.no_peer,
-        "device_counts": [int(n) for n in split(getattr(args, "device_counts", "1,2,4,8") or "")],
-        "peak_matmul_n": 256 if quick else None,
+        "kind": kind, "batch_size": batch, "dtype": dtype, "image_size": size,
+        "prepare": prepared, "failed": failed, "steps_per_segment": measured["steps_per_segment"],
+        "images_per_s": images_per_s, "ratios": rounds.ratios(measured["rates"], SUBJECT),
+        "flops_per_image": analytic,
+        "xla_unoptimised_flops_per_image": None if xla is None else xla / batch,
+        "mfu": {name: r["median"] * analytic / peak_fps if peak_fps else None for name, r in images_per_s.items()},
+        "wall_s": {"prepare": prepare_s, "total": time.perf_counter() - t0},
     }
 
 
-def cost_flops(compiled) -> float | None:
-    """'flops' from compiled.cost_analysis(): a dict in jax >= 0.4.3x, a list of dicts before."""
-    analysis = compiled.cost_analysis()
-    if isinstance(analysis, (list, tuple)):
-        analysis = analysis[0] if analysis else {}
-    if not analysis or "flops" not in analysis:
-        return None
-    return float(analysis["flops"])
+def common_model(created: dict) -> types.SimpleNamespace:
+    return types.SimpleNamespace(**created["model"])
 
 
-def forward_flops(config, image_size: int) -> dict[str, float | None]:
-    """Forward pass of one image: XLA's count (1 device, eval mode) beside the conv formula."""
-    import jax
-    import jax.numpy as jnp
-    from flax import nnx
-
-    model = workloads.make_model(config)
-    graphdef, state = nnx.split(model)
-    fn = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))
-    x = jax.ShapeDtypeStruct((1, image_size, image_size, 1), jnp.float32)
-    compiled = fn.lower(state, x).compile()
-    return {"xla": cost_flops(compiled), "conv_formula": workloads.forward_conv_flops(config.model, image_size)}
-
-
-def bench_config(name: str, s: dict[str, Any], dtype: str):
-    config = workloads.load_config(name)
-    if s["tiny_model"]:
-        config = workloads.tiny(config)
-    with config.unlocked():
-        config.model.dtype = dtype
-        if s["image_size"]:
-            config.data.crop_size = s["image_size"]
-    return config
+def figures_for(config: str, w: dict, peaks: dict) -> list[dict]:
+    context = {"config": config, "batch_size": w["batch_size"], "dtype": w["dtype"], "image_size": w["image_size"]}
+    what = "train step" if w["kind"] == "train" else "inference (encode+decode)"
+    out = []
+    for name, r in w["images_per_s"].items():
+        fig = common.rate_figure(f"{what}: {name}", r["per_round"], "images/s", **context,
+                                 first_call_s=w["prepare"][name]["first_call_s"])
+        out.append(fig)
+        if w["mfu"][name] is not None:
+            p = peaks[w["dtype"]]
+            out.append(common.derived(f"{what}: {name} MFU ({p['precision']})", fig,
+                                      w["flops_per_image"] / p["flops_per_s"], "fraction", **context))
+    for name, r in w["ratios"].items():
+        out.append(common.rate_figure(f"{what}: {name}", r["per_round"], "ratio", **context,
+                                      note="per round, interleaved"))
+    for name, f in w["failed"].items():
+        out.append({"name": f"{what}: {name}", "skipped": ("out of memory: " if f["oom"] else "") + f["error"][:200]})
+    return out
 
 
-def measure(config, batch_size: int, devices, repeats: int) -> dict[str, Any]:
-    """images/s and FLOPs of the trainer's step on `devices`."""
-    from benchmarks import trainer_adapter
-
-    bench = trainer_adapter.build(config, batch_size, devices)
-    flops_device = cost_flops(bench.compiled)
-    timing = common.time_repeats(bench.step, repeats=repeats, warmup=2)
-    timing.first_call_s = bench.compile_s + timing.first_call_s  # lower+compile, then the first run
-    return {"timing": timing, "flops_per_step": None if flops_device is None else flops_device * len(devices),
-            "parameters": bench.parameters, "step_source": bench.source}
+def jaxsr_alone(args: argparse.Namespace, config: str, overrides: list[str], kind: str, batch: int, size: int,
+                dtype: str, repeats: int) -> dict[str, Any]:
+    """jaxsr's images/s for one workload in its own worker, no peers (the input suite's step figure)."""
+    cpus = _cpus(args)
+    with tempfile.TemporaryDirectory() as tmp, processes.Pool(cpus, args.threads or len(cpus), pathlib.Path(tmp)) as pool:
+        jaxsr = pool.start(SUBJECT)
+        jaxsr.call("create", config=config, overrides=overrides, weights=str(pathlib.Path(tmp) / "weights.npz"))
+        prepared = jaxsr.call("prepare", kind=kind, batch=batch, image_size=size, dtype=dtype)
+        measured = rounds.interleaved({SUBJECT: jaxsr}, items_per_step=batch, rounds=repeats, segment_s=1.0,
+                                      warm_step_s={SUBJECT: prepared["warm_step_s"]})
+    return {"prepare": prepared, "rates": measured["rates"][SUBJECT]}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    import jax
-
-    s = settings(args)
-    devices = jax.local_devices()
-    backend = jax.default_backend()
-    peaks = {d: peak.peak_flops(d, n=s["peak_matmul_n"]) for d in s["dtypes"]}
-    # CPU 'devices' share the host's cores; accelerators add up.
-    peak_scale = 1 if backend == "cpu" else len(devices)
-    figures, details = [], []
-    flops_check = {}
-    jax_rates = {}
-    for name in s["configs"]:
-        for dtype in s["dtypes"]:
-            config = bench_config(name, s, dtype)
-            size = int(config.data.crop_size)
-            if dtype == s["dtypes"][0]:
-                flops_check[name] = forward_flops(config, size)
-            for batch in s["batch_sizes"]:
-                context = {"config": name + (" (tiny)" if s["tiny_model"] else ""), "batch_size": batch,
-                           "dtype": dtype, "devices": len(devices), "image_size": size}
-                m = measure(config, batch, devices, s["repeats"])
-                fig = common.figure("train step", m["timing"], batch, "images", **context)
-                figures.append(fig)
-                jax_rates[(name, dtype, batch)] = fig
-                row = {**context, "parameters": m["parameters"], "flops_per_step": m["flops_per_step"],
-                       "step_source": m["step_source"]}
-                if m["flops_per_step"]:
-                    rate = m["flops_per_step"] / batch  # FLOPs per image
-                    figures.append(common.derived("achieved FLOP/s", fig, rate, "FLOP/s", **context))
-                    total_peak = peaks[dtype]["per_device_flops_per_s"] * peak_scale
-                    figures.append(common.derived(f"fraction of peak ({peaks[dtype]['source']})", fig,
-                                                  rate / total_peak, "fraction", **context))
-                    row["peak_flops_per_s"] = total_peak
-                details.append(row)
-    result: dict[str, Any] = {"settings": s, "model_source": workloads.model_source(),
-                              "step_source": sorted({d["step_source"] for d in details}),
-                              "peaks": peaks, "steps": details, "forward_flops_per_image": flops_check}
-    result["scaling"] = scaling(s, devices, figures)
-    result["peer"] = peer(s, jax_rates, figures)
-    s.pop("_one_device", None)
-    result["figures"] = figures
+    cpus = _cpus(args)
+    threads = args.threads or len(cpus)
+    with tempfile.TemporaryDirectory() as tmp, processes.Pool(cpus, threads, pathlib.Path(tmp)) as pool:
+        tmp = pathlib.Path(tmp)
+        jaxsr = pool.start(SUBJECT)
+        info = jaxsr.call("info")
+        s = settings(args, info["backend"])
+        peers, skipped = start_peers(pool, s["peers"], info)
+        peaks = {d: peak.peak_for(info, d, lambda dt: jaxsr.call("peak", dtype=dt, n=s["peak_matmul_n"]))
+                 for d in s["dtypes"]}
+        result: dict[str, Any] = {
+            "settings": s, "cpus": cpus, "threads": threads,
+            "workers": {name: w.call("info") for name, w in pool.workers.items()},
+            "peers_skipped": skipped,
+            "flops_counted": flops.COUNTED, "peaks": peaks, "configs": {}, "figures": []}
+        for name, why in skipped.items():
+            result["figures"].append({"name": f"peer {name}", "skipped": why})
+        for config in s["configs"]:
+            result["configs"][config] = bench_config(config, jaxsr, peers, s, peaks, info, tmp, result["figures"])
     return result
 
 
-def scaling(s: dict[str, Any], devices, figures: list) -> dict[str, Any]:
-    """Paper config, first dtype, largest batch over 1, 2, 4, 8 devices (those present)."""
-    counts = [n for n in s["device_counts"] if n <= len(devices)]
-    if len(counts) >= 2 and s["tiny_model"]:
-        counts = [counts[0], counts[-1]]  # quick: the two ends only
-    if len(counts) < 2:
-        return {"skipped": f"{len(devices)} local device(s), counts {s['device_counts']}: nothing to scale over"}
-    name, dtype, batch = s["configs"][0], s["dtypes"][0], max(s["batch_sizes"])
-    config = bench_config(name, s, dtype)
-    out = {"config": name, "dtype": dtype, "batch_size": batch, "images_per_s": {}}
-    base = None
-    for n in counts:
-        if batch % n:
-            continue
-        m = measure(config, batch, devices[:n], s["repeats"])
-        fig = common.figure(f"scaling: {n} device(s)", m["timing"], batch, "images",
-                            config=name + (" (tiny)" if s["tiny_model"] else ""),
-                            batch_size=batch, dtype=dtype, devices=n, image_size=int(config.data.crop_size))
-        figures.append(fig)
-        base = base or fig["median"]
-        out["images_per_s"][n] = fig["median"]
-        if n == 1:  # reused by the peer comparison on CPU
-            s.setdefault("_one_device", {})[(name, dtype, batch)] = fig
-        out.setdefault("speedup", {})[n] = fig["median"] / base
+def bench_config(config: str, jaxsr, peers: dict, s: dict, peaks: dict, info: dict, tmp: pathlib.Path,
+                 figures: list) -> dict[str, Any]:
+    weights = tmp / f"{config}.weights.npz"
+    t0 = time.perf_counter()
+    created = jaxsr.call("create", config=config, overrides=s["overrides"], weights=str(weights))
+    out: dict[str, Any] = {"overrides": s["overrides"], "parameters": created["parameters"], "model": created["model"],
+                           "loader": created["loader"], "log_every": created["log_every"],
+                           "workloads": [], "wall_s": {"create": time.perf_counter() - t0}}
+    timed_peers = {}
+    log.info("%s: %d parameters; weights exported", config, created["parameters"])
+    if not peers:
+        out["equivalence"] = {"skipped": "no peers"}
+    elif created["mse_only"]:
+        out["equivalence"] = check_peers(jaxsr, peers, created, weights, tmp, info["backend"])
+        timed_peers = peers_to_time(out["equivalence"], peers, s["peers"], config, figures)
+    else:
+        out["equivalence"] = {"skipped": "triplet interpolation loss: the peers implement the paper's MSE loss"}
+    out["wall_s"]["equivalence"] = time.perf_counter() - t0 - out["wall_s"]["create"]
+    log.info("%s: equivalence checked; timing jaxsr beside %s", config, ", ".join(timed_peers) or "no peer")
+    workers = {SUBJECT: jaxsr, **timed_peers}
+    size = created["crop_size"]
+    for dtype in s["dtypes"]:
+        for kind, batches in (("train", s["train_batches"]), ("infer", s["infer_batches"])):
+            for batch in batches:
+                try:
+                    w = measure(workers, kind, batch, size, dtype, s, created, peaks)
+                except processes.WorkerError as error:
+                    if not error.oom:
+                        raise
+                    # jaxsr (or a peer, mid-round) ran out of memory: larger batches would not fit either.
+                    out["workloads"].append({"kind": kind, "batch_size": batch, "dtype": dtype, "oom": str(error)})
+                    figures.append({"name": f"{kind} {config} batch {batch} {dtype}",
+                                    "skipped": f"{error.impl} out of memory; the sweep stops here"})
+                    break
+                out["workloads"].append(w)
+                figures.extend(figures_for(config, w, peaks))
+    if s["loop_steps"]:
+        t1 = time.perf_counter()
+        out["loop"] = loop_figure(jaxsr, out, s, size, config, figures)
+        out["wall_s"]["loop"] = time.perf_counter() - t1
+    out["wall_s"]["total"] = time.perf_counter() - t0
     return out
 
 
-def peer(s: dict[str, Any], jax_rates: dict, figures: list) -> dict[str, Any]:
-    """PyTorch eager, same architecture, batch, image size and threads; ratio jaxsr / PyTorch."""
-    if not s["peer"]:
-        return {"skipped": "--no-peer"}
-    ok, why = torch_peer.available()
-    if not ok:
-        figures.append({"name": "PyTorch eager peer", "skipped": why})
-        return {"skipped": why}
-    if "float32" not in s["dtypes"]:
-        return {"skipped": "the peer runs float32 only"}
-    import jax
-
-    threads = common.threads_used_by_xla()
-    out: dict[str, Any] = {"threads": threads, "thread_rule": "torch.set_num_threads = CPUs XLA's CPU pool uses",
-                           "runs": []}
-    if jax.default_backend() != "cpu":
-        out["note"] = "jaxsr runs on the accelerator, the peer on the host CPU: a hardware comparison, not a framework one"
-    for name in s["configs"]:
-        config = bench_config(name, s, "float32")
-        if config.data.get("triplets") and (config.loss.get("interp_weight") or config.loss.get("interp_ssim_weight")):
-            # The peer trains the paper's MSE autoencoder only; a step with the triplet
-            # interpolation loss does more work per image and would not compare.
-            out.setdefault("not_compared", {})[name] = "triplet interpolation loss (the peer is MSE only)"
-            continue
-        size = int(config.data.crop_size)
-        jax_params = workloads.param_count(workloads.make_model(config))
-        for batch in s["batch_sizes"]:
-            r = torch_peer.train_throughput(config.model, batch_size=batch, image_size=size, steps=s["repeats"],
-                                            threads=threads, learning_rate=float(config.optim.learning_rate))
-            context = {"config": name + (" (tiny)" if s["tiny_model"] else ""), "batch_size": batch,
-                       "dtype": "float32", "devices": 1, "image_size": size, "note": f"{threads} threads"}
-            timing = common.Timing(first_call_s=r["first_step_s"], repeats_s=r["step_s"])
-            fig = common.figure("PyTorch eager train step", timing, batch, "images", **context)
-            figures.append(fig)
-            mine = jax_rates[(name, "float32", batch)]
-            if jax.default_backend() == "cpu" and mine["devices"] > 1:
-                # Fake CPU devices split the same cores; the peer is one process on all of them,
-                # and so is jaxsr on one CPU device (XLA's pool spans every core).
-                mine = s.get("_one_device", {}).get((name, "float32", batch))
-                if mine is None:
-                    m = measure(config, batch, jax.local_devices()[:1], s["repeats"])
-                    mine = common.figure("train step", m["timing"], batch, "images", **context)
-            ratio = mine["median"] / fig["median"]
-            figures.append({"name": "jaxsr / PyTorch", "unit": "ratio", "median": ratio,
-                            "min": mine["min"] / fig["max"], "max": mine["max"] / fig["min"],
-                            "iqr": mine["max"] / fig["min"] - mine["min"] / fig["max"],
-                            "repeats": min(mine["repeats"], fig["repeats"]), **context})
-            out["runs"].append({**context, "torch": r["framework"], "torch_parameters": r["parameters"],
-                                "jax_parameters": jax_params, "parameters_match": r["parameters"] == jax_params,
-                                "torch_images_per_s": fig["median"], "jaxsr_images_per_s": mine["median"],
-                                "ratio_jaxsr_over_torch": ratio})
-            if r["parameters"] != jax_params:
-                log.warning("%s: PyTorch peer has %d parameters, jaxsr %d", name, r["parameters"], jax_params)
-    return out
+def loop_figure(jaxsr, out: dict, s: dict, size: int, config: str, figures: list) -> dict[str, Any]:
+    """`jaxsr train`'s images/s at the first train batch and dtype, over the step-only figure."""
+    step = next((w for w in out["workloads"] if w.get("kind") == "train" and "images_per_s" in w), None)
+    if step is None:
+        return {"skipped": "no train step was measured"}
+    loop = jaxsr.call("loop", steps=s["loop_steps"], batch=step["batch_size"], image_size=size, dtype=step["dtype"])
+    step_rate = step["images_per_s"][SUBJECT]["median"]
+    loop["step_images_per_s"] = step_rate
+    loop["loop_over_step"] = loop["images_per_s"] / step_rate if loop["images_per_s"] else None
+    if loop["images_per_s"]:
+        figures.append({"name": "jaxsr train loop", "unit": "images/s", "median": loop["images_per_s"],
+                        "min": loop["images_per_s"], "max": loop["images_per_s"], "iqr": 0.0, "repeats": 1,
+                        "config": config, "batch_size": step["batch_size"], "dtype": step["dtype"], "image_size": size,
+                        "note": f"(t[{2 * s['loop_steps']} steps] - t[{s['loop_steps']}]); "
+                                f"loop/step = {loop['loop_over_step']:.2f}"})
+    return loop

@@ -26,8 +26,7 @@ log = logging.getLogger(__name__)
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     quick = args.quick
     return {
-        "config": workloads.PAPER,
-        "tiny_model": quick,
+        "config": workloads.TINY if quick else workloads.PAPER,
         "shape": (40, 48, 4, 3) if quick else workloads.ACDC_SHAPE,
         "spacing_mm": workloads.ACDC_SPACING,
         "factor": 2,
@@ -56,11 +55,11 @@ def model_and_config(s: dict[str, Any], checkpoint: str | None):
 
         model, config = load_for_inference(checkpoint)
         return model, config, f"checkpoint {checkpoint}"
-    config = workloads.load_config(s["config"])
-    if s["tiny_model"]:
-        config = workloads.tiny(config)
+    from jaxsr.config import load_config
+
+    config = load_config(s["config"])
     # Random weights: speed does not depend on what the weights are.
-    return workloads.make_model(config), config, f"{s['config']}{' (tiny)' if s['tiny_model'] else ''}, random init"
+    return workloads.make_model(config), config, f"{s['config']}, random init"
 
 
 def scipy_resample(data: np.ndarray, positions: np.ndarray, order: int) -> np.ndarray:
