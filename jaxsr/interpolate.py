@@ -23,7 +23,7 @@ import functools
 import logging
 import math
 import os
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -137,6 +137,18 @@ def _encode_batch(static: Any, state: Any, images: jax.Array) -> jax.Array:
 @functools.partial(jax.jit, static_argnums=0)
 def _decode_batch(static: Any, state: Any, latents: jax.Array) -> jax.Array:
     return _bind(static, state).decode(latents)
+
+
+# Rows of an array already on the device: the start is traced, so one program
+# serves every batch of a bucket.
+@functools.partial(jax.jit, static_argnums=2)
+def _take_rows(x: jax.Array, start: jax.Array, size: int) -> jax.Array:
+    return jax.lax.dynamic_slice_in_dim(x, start, size, axis=0)
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _put_rows(buffer: jax.Array, rows: jax.Array, start: jax.Array) -> jax.Array:
+    return jax.lax.dynamic_update_slice_in_dim(buffer, rows.astype(buffer.dtype), start, axis=0)
 
 
 # ----------------------------------------------------------------------------
@@ -255,6 +267,38 @@ class LatentInterpolator:
             pending = current
         return out
 
+    @property
+    def home(self) -> jax.Device:
+        """Where whole volumes live on the device path (jaxsr.device_pipeline); batches are sharded from here."""
+        return self.devices[0]
+
+    def encode_rows(self, images: jax.Array, n: int) -> jax.Array:
+        """Latents of rows [0, n) of (R, H, W, 1) images on `home`, in sharded batches.
+
+        R must hold the batches whole (R >= size x count of the ladder for n).
+        Returns (R, h, w, c) on `home`; rows past the batches are zero. Nothing
+        waits for the device.
+        """
+        size, count = self._batches(n)
+        latents = None
+        for i in range(count):
+            batch = jax.device_put(_take_rows(images, i * size, size), self.batch_sharding)
+            z = jax.device_put(_encode_batch(self._static, self._state, batch), self.home)
+            if latents is None:
+                latents = jnp.zeros((images.shape[0],) + tuple(z.shape[1:]), z.dtype, device=self.home)
+            latents = _put_rows(latents, z, i * size)
+        return latents
+
+    def decode_rows(self, latents: jax.Array, n: int) -> Iterator[tuple[int, jax.Array]]:
+        """(first row, images on `home`) for rows [0, n) of latents on `home`, one sharded batch at a time.
+
+        Rows past n in the last batch are decoded padding. Nothing waits for the device.
+        """
+        size, count = self._batches(n)
+        for i in range(count):
+            batch = jax.device_put(_take_rows(latents, i * size, size), self.batch_sharding)
+            yield i * size, jax.device_put(_decode_batch(self._static, self._state, batch), self.home)
+
     def interpolate_stack(
         self,
         stack: np.ndarray,
@@ -370,6 +414,9 @@ def finish_volume(prepared: PreparedVolume, interpolated: np.ndarray, *, replace
     return volume.with_data(out, resliced_affine(volume.affine, prepared.step))
 
 
+PREPROCESSING = ("device", "scipy")  # jaxsr.device_pipeline; prepare_volume/finish_volume (the reference)
+
+
 def upsample_volume(
     interpolator: LatentInterpolator,
     config: Any,
@@ -378,14 +425,25 @@ def upsample_volume(
     factor: int | None = None,
     spacing: float | None = None,
     replace_originals: bool = False,
+    preprocess: str = "device",
 ) -> Volume:
     """A thin-slice Volume from a thick-slice one (3D or 4D), geometry exact.
 
     Output slice j lies at input slice coordinate j·step (factor k: step 1/k;
     spacing s: step s / slice spacing), spanning first to last acquired slice.
-    `jaxsr reprocess` runs the same three stages (prepare, interpolate, finish)
-    on separate threads.
+    preprocess='device' runs preprocessing, the model, the restore and the
+    output assembly as jitted programs next to the model (jaxsr.device_pipeline);
+    'scipy' prepares and restores on the host (prepare_volume, finish_volume),
+    the reference the device path is tested against. `jaxsr reprocess` runs
+    the same stages on separate threads.
     """
+    if preprocess == "device":
+        from jaxsr import device_pipeline
+
+        return device_pipeline.upsample_volume(interpolator, config, volume, factor=factor, spacing=spacing,
+                                               replace_originals=replace_originals)
+    if preprocess != "scipy":
+        raise ValueError(f"preprocess must be one of {PREPROCESSING}, got {preprocess!r}")
     prepared = prepare_volume(volume, config, factor=factor, spacing=spacing)
     interpolated = interpolator.interpolate_stack(prepared.stack, prepared.positions, keep_originals=not replace_originals)
     return finish_volume(prepared, interpolated, replace_originals=replace_originals)

@@ -33,12 +33,24 @@ class IntensityScale:
         return (np.asarray(y, np.float32) * (self.hi_value - self.lo_value) + self.lo_value).astype(np.float32)
 
 
-def percentile_normalise(x: np.ndarray, lo: float = 1.0, hi: float = 99.0) -> tuple[np.ndarray, IntensityScale]:
+PERCENTILES = (1.0, 99.0)  # the intensities mapped to 0 and 1
+# Percentiles closer than this (relative) are a constant image: float32 rounding
+# of the device path's resampling alone moves a constant by up to ~1e-5 of it.
+MIN_RELATIVE_RANGE = 1e-3
+
+
+def intensity_scale(lo_value: float, hi_value: float, lo: float = PERCENTILES[0], hi: float = PERCENTILES[1]) -> IntensityScale:
+    """The scale for these percentile values; ValueError when they (nearly) coincide, a constant image."""
+    if not hi_value - lo_value > MIN_RELATIVE_RANGE * max(abs(lo_value), abs(hi_value)):
+        values = f"both {lo_value:g}" if hi_value == lo_value else f"{lo_value:g} and {hi_value:g}, less than 0.1% apart"
+        raise ValueError(f"constant intensity: the {lo}th and {hi}th percentiles are {values}")
+    return IntensityScale(float(lo_value), float(hi_value))
+
+
+def percentile_normalise(x: np.ndarray, lo: float = PERCENTILES[0], hi: float = PERCENTILES[1]) -> tuple[np.ndarray, IntensityScale]:
     """Rescales the lo..hi percentile range of `x` to [0, 1] and clamps."""
     lo_value, hi_value = np.percentile(np.asarray(x, np.float64), [lo, hi])
-    if not hi_value > lo_value:
-        raise ValueError(f"constant intensity: the {lo}th and {hi}th percentiles are both {lo_value:g}")
-    scale = IntensityScale(float(lo_value), float(hi_value))
+    scale = intensity_scale(lo_value, hi_value, lo, hi)
     return scale.apply(x), scale
 
 
