@@ -1,6 +1,6 @@
 """One entry point for every benchmark suite.
 
-    python -m benchmarks.run --suite {train,input,upsample,reprocess,quality,all} [--quick] [--out FILE]
+    python -m benchmarks.run --suite {train,input,upsample,reprocess,quality,real,all} [--quick] [--out FILE]
 
 Prints a table (one line per figure: median and min..max over the timed
 repeats, compile/first-call time apart) and writes JSON with the environment
@@ -25,7 +25,11 @@ SUITES = {
     "upsample": "benchmarks.suite_upsample",
     "reprocess": "benchmarks.suite_reprocess",
     "quality": "benchmarks.suite_quality",
+    "real": "benchmarks.suite_real",
 }
+# Not part of `all`: it fetches real volumes from PyPI wheels into a cache and trains
+# for tens of minutes on CPU; ask for it by name.
+EXPLICIT_ONLY = ("real",)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,15 +57,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="threads per worker (default: one per CPU)")
     parser.add_argument("--loop-steps", type=int, default=None,
                         help="N for `jaxsr train`'s images/s from runs of N and 2N steps (0: skip)")
+    parser.add_argument("--protocols", default=None, help="real suite: SOURCE:AXIS:K,... (see python -m benchmarks.suite_real --help)")
+    parser.add_argument("--steps", type=int, default=None, help="real suite: training steps (default: the config's)")
+    parser.add_argument("--volume", default=None, help="real suite: a thin-slice NIfTI of your own, source 'file'")
+    parser.add_argument("--cache-dir", default=None, help="real suite: where fetched volumes are kept")
+    parser.add_argument("--workdir", default=None, help="real suite: keep each protocol's training run here")
     parser.add_argument("--strict", action="store_true", help="stop at the first failing suite")
     parser.add_argument("-v", "--verbose", action="store_true")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.config_overrides = []
+    return args
 
 
 def selected(args: argparse.Namespace) -> list[str]:
     """In SUITES order: the train suite, whose workers need the chip, runs before any suite starts jax here."""
     names = args.suite or ["all"]
-    return [name for name in SUITES if name in names or "all" in names]
+    return [name for name in SUITES if name in names or ("all" in names and name not in EXPLICIT_ONLY)]
 
 
 def run(argv: list[str] | None = None) -> dict[str, Any]:
