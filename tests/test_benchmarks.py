@@ -443,5 +443,6 @@ def test_table_renders_every_figure_and_skips():
 def test_suites_run_train_first_and_unknown_is_refused():
     with pytest.raises(SystemExit):
         run.parse_args(["--suite", "nope"])
-    assert run.selected(run.parse_args(["--suite", "all"])) == list(run.SUITES)
+    assert run.selected(run.parse_args(["--suite", "all"])) == [s for s in run.SUITES if s not in run.EXPLICIT_ONLY]
+    assert "real" in run.EXPLICIT_ONLY and run.selected(run.parse_args(["--suite", "real"])) == ["real"]
     assert run.selected(run.parse_args(["--suite", "input", "--suite", "train"])) == ["train", "input"]
