@@ -1,6 +1,6 @@
 """Where a training step's CPU time goes: forward, input-gradient and weight-gradient GFLOP/s per conv shape.
 
-    python -m benchmarks.conv_layers [--batch 8] [--rounds 3] [--impls xla,xla_onednn,taps,torch] [--out FILE]
+    python -m benchmarks.conv_layers [--batch 8] [--rounds 3] [--impls xla,xla_onednn,taps,torch,torch_passive] [--out FILE]
 
 One question: is there a convolution formulation (or XLA CPU flag) that beats
 `lax.conv_general_dilated` where jaxsr loses to PyTorch, the weight gradient?
@@ -12,7 +12,8 @@ the default config, 128x128 crops) is timed for its three convolutions:
 - `taps`: the weight gradient as nine matmuls, one per kernel tap, over all pixels;
 - `strips`: the weight gradient as a conv over row strips (halo 1) stacked into the
   contracted images dim, so the contracted dim is 2x longer and the kernel half as tall;
-- `torch`: PyTorch eager, NCHW, the aten::convolution_backward autograd calls.
+- `torch`: PyTorch eager, NCHW, the aten::convolution_backward autograd calls;
+  `torch_passive` the same with OMP_WAIT_POLICY=PASSIVE (its threads sleep, not spin, while waiting).
 
 The alternatives change only the weight gradient (forward and input gradient
 stay XLA's); each is checked against XLA's vjp before timing, as
@@ -39,9 +40,14 @@ from benchmarks import net_spec
 from benchmarks.processes import REPO, worker_env
 from benchmarks.rounds import spread
 
-XLA_IMPLS = {"xla": "", "xla_onednn": "--xla_cpu_use_onednn=true", "xla_xnnpack": "--xla_cpu_use_xnnpack=true",
-             "taps": "", "strips": ""}
-IMPLS = sorted(XLA_IMPLS) + ["torch"]
+# each implementation's environment on top of worker_env's (threads, no fake devices)
+IMPL_ENV: dict[str, dict[str, str]] = {
+    "xla": {}, "taps": {}, "strips": {},
+    "xla_onednn": {"XLA_FLAGS": "--xla_cpu_use_onednn=true"}, "xla_xnnpack": {"XLA_FLAGS": "--xla_cpu_use_xnnpack=true"},
+    # PyTorch's OpenMP threads spin while they wait, which costs it most on an oversubscribed machine
+    "torch": {}, "torch_passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+}
+IMPLS = sorted(IMPL_ENV)
 PASSES = ("fwd", "dx", "dw")
 
 
@@ -152,7 +158,7 @@ def child(impl: str, batch: int, threads: int, repeats: int) -> None:
     proto = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # library prints go to stderr; stdout carries the protocol
     shapes = layer_shapes()
-    make = (lambda *s: _torch_passes(threads, batch, *s)) if impl == "torch" else (lambda *s: _jax_passes(impl, batch, *s))
+    make = (lambda *s: _torch_passes(threads, batch, *s)) if impl.startswith("torch") else (lambda *s: _jax_passes(impl, batch, *s))
     calls = {shape: make(*shape) for shape in shapes}
     for passes in calls.values():
         for f in passes.values():
@@ -181,8 +187,8 @@ def measure(impls: list[str], batch: int, rounds: int, repeats: int, cpus: list[
     procs = {}
     for impl in impls:
         env = worker_env(threads)
-        if XLA_IMPLS.get(impl):
-            env["XLA_FLAGS"] = " ".join(f for f in (env.get("XLA_FLAGS", ""), XLA_IMPLS[impl]) if f)
+        for name, value in IMPL_ENV[impl].items():
+            env[name] = f"{env[name]} {value}" if name == "XLA_FLAGS" and env.get(name) else value  # keep the user's flags
         command = ["taskset", "-c", ",".join(map(str, cpus)), sys.executable, "-m", "benchmarks.conv_layers",
                    "--child", impl, "--batch", str(batch), "--repeats", str(repeats)]
         procs[impl] = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
@@ -226,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3, help="calls per figure per round (their median is the round's)")
-    parser.add_argument("--impls", default="xla,xla_onednn,taps,torch", help=f"comma-separated, of {','.join(IMPLS)}")
+    parser.add_argument("--impls", default="xla,xla_onednn,taps,torch,torch_passive", help=f"comma-separated, of {','.join(IMPLS)}")
     parser.add_argument("--cpus", default=None, help="comma-separated CPU ids (default: all this process may use)")
     parser.add_argument("--out", default="", help="JSON results file")
     parser.add_argument("--child", choices=IMPLS, help=argparse.SUPPRESS)
