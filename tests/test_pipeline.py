@@ -5,47 +5,21 @@ from __future__ import annotations
 import itertools
 import pathlib
 
-import ml_collections
 import numpy as np
 import pytest
 
 from jaxsr.data import pipeline
-
-H, W, Z, T = 40, 36, 5, 3
-
-
-def _cfg(**kw):
-    return ml_collections.ConfigDict({"crop_size": 24, "rot90": True, "intensity_aug": True, "gamma_range": (0.8, 1.25), **kw})
-
-
-def _coded_stacks() -> list[np.ndarray]:
-    """Every pixel of every slice holds a distinct value in (0, 1): patches can be traced to their source."""
-    n = 2 * H * W * Z * T
-    codes = (np.arange(n, dtype=np.float64) + 1) / (n + 1)
-    a, b = codes[: n // 2].reshape(H, W, Z, T), codes[n // 2 :].reshape(H, W, Z, T)
-    return [a.astype(np.float32), b.astype(np.float32)]
+from tests.patch_trace import H, assert_rotated_crops_everywhere, augment_config, check_triplet, coded_stacks, locate
 
 
 def _take(ds, n):
     return list(itertools.islice(pipeline.numpy_batches(ds), n))
 
 
-def _locate(patch: np.ndarray, stacks) -> tuple[int, int, int, int, int, int]:
-    """(stack, frame, slice, y, x, k) with np.rot90(stack[y:y+S, x:x+S, slice, frame], k) == patch."""
-    for k in range(4):
-        src = np.rot90(patch, -k)
-        h, w = src.shape
-        for i, stack in enumerate(stacks):
-            for y, x, z, t in np.argwhere(stack == src[0, 0]):
-                if np.array_equal(stack[y : y + h, x : x + w, z, t], src):
-                    return i, t, z, y, x, k
-    raise AssertionError("patch is no rotated crop of any slice")
-
-
 def test_batches_have_the_right_shapes_dtypes_and_range():
-    stacks = _coded_stacks()
+    stacks = coded_stacks()
     for triplets in (False, True):
-        (b,) = _take(pipeline.make_dataset(stacks, _cfg(), batch_size=6, seed=0, triplets=triplets), 1)
+        (b,) = _take(pipeline.make_dataset(stacks, augment_config(), batch_size=6, seed=0, triplets=triplets), 1)
         assert set(b) == ({"image", "triplet"} if triplets else {"image"})
         assert b["image"].shape == (6, 24, 24, 1) and b["image"].dtype == np.float32
         assert 0.0 <= b["image"].min() and b["image"].max() <= 1.0
@@ -55,28 +29,22 @@ def test_batches_have_the_right_shapes_dtypes_and_range():
 
 
 def test_each_patch_is_a_random_crop_and_rot90_of_a_real_slice():
-    stacks = _coded_stacks()
-    batches = _take(pipeline.make_dataset(stacks, _cfg(intensity_aug=False), batch_size=8, seed=3), 5)
-    found = [_locate(img[..., 0], stacks) for b in batches for img in b["image"]]
-    assert {f[5] for f in found} == {0, 1, 2, 3}  # every rotation occurs
-    assert len({(f[3], f[4]) for f in found}) > 20  # crops move over the slice
-    assert len({(f[0], f[1], f[2]) for f in found}) > 20  # and over slices, frames and stacks
+    stacks = coded_stacks()
+    batches = _take(pipeline.make_dataset(stacks, augment_config(intensity_aug=False), batch_size=8, seed=3), 5)
+    assert_rotated_crops_everywhere([img[..., 0] for b in batches for img in b["image"]], stacks)
 
 
 def test_triplet_channels_are_consecutive_slices_of_one_frame():
-    stacks = _coded_stacks()
-    (b,) = _take(pipeline.make_dataset(stacks, _cfg(intensity_aug=False), batch_size=8, seed=5, triplets=True), 1)
+    stacks = coded_stacks()
+    (b,) = _take(pipeline.make_dataset(stacks, augment_config(intensity_aug=False), batch_size=8, seed=5, triplets=True), 1)
     for trip in b["triplet"]:
-        i, t, z, y, x, k = _locate(trip[..., 0], stacks)
-        s = trip.shape[0]
-        expected = np.rot90(stacks[i][y : y + s, x : x + s, z : z + 3, t], k)
-        np.testing.assert_array_equal(trip, expected)
+        check_triplet(trip, stacks)
 
 
 def test_intensity_change_is_a_gamma_within_range():
-    stacks = _coded_stacks()
-    ds = pipeline.make_dataset(stacks, _cfg(rot90=False, gamma_range=(0.5, 2.0)), batch_size=8, seed=1)
-    plain = pipeline.make_dataset(stacks, _cfg(rot90=False, intensity_aug=False), batch_size=8, seed=1)
+    stacks = coded_stacks()
+    ds = pipeline.make_dataset(stacks, augment_config(rot90=False, gamma_range=(0.5, 2.0)), batch_size=8, seed=1)
+    plain = pipeline.make_dataset(stacks, augment_config(rot90=False, intensity_aug=False), batch_size=8, seed=1)
     (aug,), (ref,) = _take(ds, 1), _take(plain, 1)  # same keys, so the same crops
     gammas = np.log(aug["image"]).reshape(8, -1) / np.log(ref["image"]).reshape(8, -1)
     assert np.allclose(gammas, gammas[:, :1], rtol=1e-3)  # one exponent per image
@@ -86,14 +54,14 @@ def test_intensity_change_is_a_gamma_within_range():
 
 def test_small_images_are_zero_padded_not_stretched():
     stack = np.full((10, 12, 3, 2), 0.5, np.float32)
-    (b,) = _take(pipeline.make_dataset([stack], _cfg(intensity_aug=False), batch_size=4, seed=0), 1)
+    (b,) = _take(pipeline.make_dataset([stack], augment_config(intensity_aug=False), batch_size=4, seed=0), 1)
     img = b["image"][..., 0]
     assert np.all(np.isin(img, [0.0, 0.5])) and np.all((img == 0.5).sum(axis=(1, 2)) == 120)
 
 
 def test_same_seed_same_batches_other_seed_other_batches_and_exact_resume():
-    stacks = _coded_stacks()
-    make = lambda seed, start=0: pipeline.make_dataset(stacks, _cfg(), batch_size=4, seed=seed, triplets=True, start_step=start)
+    stacks = coded_stacks()
+    make = lambda seed, start=0: pipeline.make_dataset(stacks, augment_config(), batch_size=4, seed=seed, triplets=True, start_step=start)
     first, again, other = _take(make(7), 12), _take(make(7), 12), _take(make(8), 1)
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a["triplet"], b["triplet"])
@@ -114,26 +82,26 @@ def test_host_shards_are_disjoint_and_cover_the_epoch(count):
 
 
 def test_host_datasets_partition_the_elements():
-    stacks = _coded_stacks()  # 2 x 3 frames x 5 slices = 30 slices
+    stacks = coded_stacks()  # 2 x 3 frames x 5 slices = 30 slices
     seen = []
     for p in range(3):
-        ds = pipeline.make_dataset(stacks, _cfg(crop_size=H), batch_size=5, seed=2, process_index=p, process_count=3,
+        ds = pipeline.make_dataset(stacks, augment_config(crop_size=H), batch_size=5, seed=2, process_index=p, process_count=3,
                                    augment=False, repeat=False)
         for b in pipeline.numpy_batches(ds):
             for img in b["image"][..., 0]:
-                i, t, z, *_ = _locate(img[:, 2:-2], stacks)  # 36 wide, centre-padded to 40
+                i, t, z, *_ = locate(img[:, 2:-2], stacks)  # 36 wide, centre-padded to 40
                 seen.append((i, t, z))
     assert len(seen) == len(set(seen)) == 30
 
 
 def test_bad_arguments_are_clear():
-    stacks = _coded_stacks()
+    stacks = coded_stacks()
     with pytest.raises(ValueError, match="process_index 3 not in"):
-        pipeline.make_dataset(stacks, _cfg(), batch_size=2, seed=0, process_index=3, process_count=2)
+        pipeline.make_dataset(stacks, augment_config(), batch_size=2, seed=0, process_index=3, process_count=2)
     with pytest.raises(ValueError, match="fewer than one batch"):
-        pipeline.make_dataset(stacks, _cfg(), batch_size=64, seed=0)
+        pipeline.make_dataset(stacks, augment_config(), batch_size=64, seed=0)
     with pytest.raises(ValueError, match="too thin for triplets"):
-        pipeline.make_dataset([np.zeros((8, 8, 2, 1), np.float32)], _cfg(), batch_size=1, seed=0, triplets=True)
+        pipeline.make_dataset([np.zeros((8, 8, 2, 1), np.float32)], augment_config(), batch_size=1, seed=0, triplets=True)
 
 
 def test_tfds_builder_round_trips_the_preprocessed_stacks(tmp_path):
@@ -155,7 +123,7 @@ def test_tfds_builder_round_trips_the_preprocessed_stacks(tmp_path):
     assert ex["volume"].numpy().decode() in split["train"]
     assert 0 <= int(ex["slice"]) < int(ex["num_slices"])
     # The rebuilt stacks feed the triplet pipeline.
-    (b,) = _take(pipeline.make_dataset(tfds_cine.load_stacks(builder, "train"), _cfg(), batch_size=2, seed=0, triplets=True), 1)
+    (b,) = _take(pipeline.make_dataset(tfds_cine.load_stacks(builder, "train"), augment_config(), batch_size=2, seed=0, triplets=True), 1)
     assert b["triplet"].shape == (2, 24, 24, 3)
 
 
