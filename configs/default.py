@@ -33,9 +33,12 @@ def get_config() -> ml_collections.ConfigDict:
     # A random gamma, log-uniform in gamma_range, on the [0, 1] intensities.
     c.data.intensity_aug = True
     c.data.gamma_range = (0.7, 1.5)
-    # "tfdata" (parallel augmentation and prefetch, for large data and fast accelerators)
-    # or "numpy" (no TensorFlow in the process; enough for small data on CPUs).
-    c.data.loader = "tfdata"
+    # Where batches come from (jaxsr.train.inputs): "device" (the slices live on the device,
+    # batches are drawn and augmented inside the jitted step), "tfdata" (TensorFlow threads
+    # augment, prefetch; for data too large for the device), "numpy" (the host's main thread,
+    # no TensorFlow), or "auto": "device" when the slices take at most a quarter of a device's
+    # memory, else "tfdata".
+    c.data.loader = "auto"
 
     c.model = ml_collections.ConfigDict()
     c.model.num_blocks = 4  # each halves the resolution

@@ -11,7 +11,7 @@ from jaxsr.configs import default
 
 def get_config() -> ml_collections.ConfigDict:
     c = default.get_config()
-    c.data.update(crop_size=32, triplets=True, loader="numpy")
+    c.data.update(crop_size=32, triplets=True)
     c.model.update(num_blocks=2, base_features=4, bottleneck_features=8, latent_features=8)
     c.loss.update(interp_weight=1.0)
     c.optim.update(learning_rate=1e-3)

@@ -172,7 +172,7 @@ def _merge(base: dict, saved: dict) -> dict:
 _POSITIVE_INTS = ("train.steps", "train.batch_size", "train.eval_every", "train.checkpoint_every", "train.log_every",
                   "train.keep_checkpoints", "train.eval_batches", "data.crop_size", "model.num_blocks",
                   "model.base_features", "model.bottleneck_features", "model.latent_features")
-_CHOICES = {"model.dtype": ("float32", "bfloat16"), "data.loader": ("numpy", "tfdata"),
+_CHOICES = {"model.dtype": ("float32", "bfloat16"), "data.loader": ("auto", "device", "numpy", "tfdata"),
             "optim.schedule": ("constant", "cosine")}
 
 

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from jaxsr.train import guard
+
 
 def make_optimizer(optim_cfg, total_steps: int) -> optax.GradientTransformation:
     lr = float(optim_cfg.learning_rate)
@@ -62,15 +64,41 @@ def train_step(model, optimizer, batch, loss_cfg):
     return metrics
 
 
+def _update(graphdef, loss_cfg, state, batch_at):
+    """One optimizer update of the merged state on batch_at(number of updates so far)."""
+    model, optimizer = nnx.merge(graphdef, state)
+    model.train()
+    done = optimizer.step[...]
+    metrics = train_step(model, optimizer, batch_at(done), loss_cfg)
+    return nnx.state((model, optimizer)), done + 1, metrics
+
+
 def build_step(graphdef, loss_cfg):
     """One jit of a pure function of (state, batch); the state buffers are donated."""
 
     @functools.partial(jax.jit, donate_argnums=(0,))
     def step(state, batch):
-        model, optimizer = nnx.merge(graphdef, state)
-        model.train()
-        metrics = train_step(model, optimizer, batch, loss_cfg)
-        return nnx.state((model, optimizer)), metrics
+        state, _, metrics = _update(graphdef, loss_cfg, state, lambda _: batch)
+        return state, metrics
+
+    return step
+
+
+def build_loop_step(graphdef, loss_cfg, sample=None):
+    """The training loop's step: (state, health, inputs) -> (state, health, metrics), state and health donated.
+
+    `inputs` is the batch, or with `sample` what sample(inputs, step) draws
+    batch `step` from (the on-device data, jaxsr.train.device_data): the
+    step index is the optimizer's count of updates, so a restored state
+    draws the batches an uninterrupted run would. `health` is the on-device
+    NaN guard (jaxsr.train.guard).
+    """
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def step(state, health, inputs):
+        batch_at = (lambda _: inputs) if sample is None else functools.partial(sample, inputs)
+        state, done, metrics = _update(graphdef, loss_cfg, state, batch_at)
+        return state, guard.update(health, done, metrics), metrics
 
     return step
 
