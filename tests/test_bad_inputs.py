@@ -235,7 +235,7 @@ def test_evaluate_needs_three_slices_and_refuses_existing_output(tmp_path, capsy
     ("--config.model.nope=1", "unknown key 'nope'"),
     ("--config.optim.learning_rate=-1e-3", "expected a positive number"),
     ("--config.data.crop_size=30", "multiple of 2**model.num_blocks"),
-    ("--config.data.loader=torch", "expected one of numpy, tfdata"),
+    ("--config.data.loader=torch", "expected one of auto, device, numpy, tfdata"),
     ("--config.model.dtype=float16", "expected one of float32, bfloat16"),
 ])
 def test_train_invalid_config_value_is_exit_2_and_writes_nothing(tmp_path, capsys, override, fragment):
