@@ -213,7 +213,26 @@ def measure(impls: list[str], batch: int, rounds: int, repeats: int, cpus: list[
         layers.append({"cin": cin, "cout": cout, "size": size, "gflop": flops / 1e9,
                        "gflops": {impl: {name: spread([flops / 1e9 / r[i][name] for r in seconds[impl]])
                                          for name in PASSES} for impl in impls}})
-    return {"batch": batch, "rounds": rounds, "repeats": repeats, "cpus": cpus, "threads": threads, "layers": layers}
+    result = {"batch": batch, "rounds": rounds, "repeats": repeats, "cpus": cpus, "threads": threads, "layers": layers}
+    return result | {"network_ms": network_ms(result)}
+
+
+def network_ms(result: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Milliseconds per step in the network's convs, from the median rates: fwd, dx (none for the input layer), dw."""
+    from jaxsr.configs import default
+
+    by_shape = {(l["cin"], l["cout"], l["size"]): l for l in result["layers"]}
+    size = max(l["size"] for l in result["layers"])
+    out = {}
+    for impl in result["layers"][0]["gflops"]:
+        ms = dict.fromkeys(PASSES, 0.0)
+        for i, c in enumerate(net_spec.convs(default.get_config().model)):
+            layer = by_shape[(c.cin, c.cout, size // 2**c.level)]
+            for name in PASSES:
+                if not (i == 0 and name == "dx"):  # the image needs no gradient
+                    ms[name] += 1e3 * layer["gflop"] / layer["gflops"][impl][name]["median"]
+        out[impl] = ms | {"train": sum(ms.values())}
+    return out
 
 
 def table(result: dict[str, Any]) -> str:
@@ -223,6 +242,9 @@ def table(result: dict[str, Any]) -> str:
     for layer in result["layers"]:
         cells = " ".join(f"{layer['gflops'][impl][p]['median']:>15.1f}" for impl in impls for p in PASSES)
         lines.append(f"{layer['cin']:>6}->{layer['cout']:<4} @ {layer['size']:>4} {cells}")
+    lines.append("ms per step in the network's convs (fwd / dx / dw = train):")
+    for impl, ms in result["network_ms"].items():
+        lines.append(f"  {impl:>14}: {ms['fwd']:.0f} / {ms['dx']:.0f} / {ms['dw']:.0f} = {ms['train']:.0f}")
     return "\n".join(lines)
 
 
