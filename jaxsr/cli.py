@@ -17,7 +17,7 @@ import sys
 import jaxsr
 from jaxsr.errors import UserError
 
-COMMANDS = ("phantom", "train", "upsample", "reprocess", "evaluate", "demo")
+COMMANDS = ("phantom", "train", "upsample", "reprocess", "status", "evaluate", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,10 +1,25 @@
 """Upsampling outputs on disk: one file (`jaxsr upsample`) or a whole archive.
 
-Archive reprocessing is a three-stage pipeline so the device does not wait for
-disk: reader threads hash, load and preprocess volumes ahead of compute; the
-main thread runs the model; writer threads restore the source grid, write the
-outputs and append the manifest. Both queues are bounded, so memory stays flat
-at any archive size.
+Archive reprocessing keeps the device busy and the host out of its way. Four
+stages on their own threads, joined by bounded queues so that memory stays
+flat at any archive size:
+
+- readers (`workers` threads): hash the input, decode the NIfTI and copy it
+  into the device layout (with preprocess='scipy': preprocess it on the host);
+- the main thread: dispatches each volume's device programs without waiting
+  for them (jaxsr.device_pipeline);
+- a watcher thread: waits for each volume's programs in order and times them;
+- writers (`workers` threads): copy the result back, encode and gzip the
+  NIfTI, write it and its sidecar, append the manifest line.
+
+At most two volumes are on the device (one running, one queued behind it) and
+at most 2 x workers on either side of it. Per volume the manifest line records
+host seconds (read: hashing the file; decode: parsing it and the copy into the
+device layout; encode: the copy back, NIfTI serialisation and gzip; write:
+both files, fsynced and renamed) and device seconds: from when the device
+could start on the volume (dispatched, and the one before it done) until its
+results were ready, as the watcher saw them. Their sum over the wall time is
+the run's device-busy fraction.
 
 Crash safety (kill -9 at any moment): each output is written to a hidden
 temporary in its final folder and renamed into place; the JSON sidecar is
@@ -12,17 +27,19 @@ renamed before its NIfTI, so a NIfTI under its final name always has its
 sidecar. The manifest record comes last and is the source of truth: anything
 without a final 'ok' record (with the same input sha256 and the outputs
 present) is redone on the next run, overwriting what may be there. Outputs are
-deterministic (fixed gzip mtime, no time stamps in the sidecar), so a resumed
-run produces the same bytes as an uninterrupted one. Temporaries left by a
-killed run are removed at start, only those of the outputs this process owns,
-so independent shards writing into one folder never delete each other's files.
+deterministic (gzip mtime 0, no time stamps in the sidecar), so a resumed run
+produces the same bytes as an uninterrupted one. Temporaries left by a killed
+run are removed at start, only those of the outputs this process owns, so
+independent shards writing into one folder never delete each other's files.
+Each process appends to its own manifest (jaxsr.io.archive), locked while it
+runs.
 """
 
 from __future__ import annotations
 
 import collections
-import concurrent.futures as cf
 import dataclasses
+import io
 import json
 import logging
 import os
@@ -34,17 +51,21 @@ import numpy as np
 
 import jaxsr
 from jaxsr.errors import UserError
-from jaxsr.interpolate import LatentInterpolator, PreparedVolume, finish_volume, prepare_volume, upsample_volume
+from jaxsr.interpolate import LatentInterpolator, upsample_volume
 from jaxsr.io import archive
-from jaxsr.io.atomic import TEMP_MARKER, check_output, write_bytes_atomic
-from jaxsr.io.nifti import Volume, load, save
+from jaxsr.io.atomic import TEMP_MARKER, atomic_output, check_output, write_bytes_atomic
+from jaxsr.io.nifti import Volume, is_nifti_path, load, to_nifti_image
 
 logger = logging.getLogger(__name__)
 
 METHOD = "jaxsr-latent-interpolation"
-# Test hook: seconds to sleep before each volume's compute, so that a test can
-# kill a run deterministically between (and during) files.
+# nibabel's default for .nii.gz, so that these bytes are what jaxsr.io.nifti.save writes.
+GZIP_LEVEL = 1
+# Test hooks: seconds to sleep before each volume's compute, and between writing
+# an output NIfTI's temporary and renaming it, so that a test can kill a run
+# between and during files, and in the middle of writes.
 SLEEP_ENV = "JAXSR_REPROCESS_TEST_SLEEP_S"
+WRITE_SLEEP_ENV = "JAXSR_REPROCESS_TEST_WRITE_SLEEP_S"
 
 
 def sidecar_path(output: str | os.PathLike) -> pathlib.Path:
@@ -60,13 +81,17 @@ def config_to_dict(config: Any) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class UpsampleSettings:
-    """What an output is asked to be (`--factor` or `--spacing`, and the rest), recorded in its sidecar."""
+    """What an output is asked to be (`--factor` or `--spacing`, and the rest), recorded in its sidecar.
+
+    preprocess: 'device' (jaxsr.device_pipeline) or 'scipy' (the host reference).
+    """
 
     factor: int | None = None
     spacing: float | None = None
     replace_originals: bool = False
     keep_dtype: bool = False
     checkpoint: str | os.PathLike | None = None
+    preprocess: str = "device"
 
 
 def build_sidecar(
@@ -78,6 +103,7 @@ def build_sidecar(
         "factor": settings.factor,
         "spacing_mm": settings.spacing,
         "replace_originals": bool(settings.replace_originals),
+        "preprocess": settings.preprocess,
         "checkpoint": os.path.abspath(settings.checkpoint) if settings.checkpoint is not None else None,
         "config": config_to_dict(config),
         "source": {
@@ -99,15 +125,37 @@ def output_dtype(volume: Volume, keep_dtype: bool) -> np.dtype:
     return np.dtype(volume.header.get_data_dtype()) if keep_dtype else np.dtype(np.float32)
 
 
-def write_result(result: Volume, output: str | os.PathLike, sidecar: dict[str, Any], *, dtype: np.dtype, overwrite: bool) -> None:
+def encode_nifti(volume: Volume, output: pathlib.Path, dtype: np.dtype) -> bytes:
+    """The bytes jaxsr.io.nifti.save would write to `output`: nibabel's serialisation, gzipped for .nii.gz."""
+    import gzip
+
+    from nibabel.fileholders import FileHolder
+
+    if not is_nifti_path(output):
+        raise UserError(f"{output}: output name must end in .nii or .nii.gz")
+    image = to_nifti_image(volume, dtype)
+    if not output.name.lower().endswith(".gz"):
+        return image.to_bytes()
+    buffer = io.BytesIO()
+    # As nibabel's DeterministicGzipFile: no file name, mtime 0.
+    with gzip.GzipFile(filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=buffer, mtime=0) as gz:
+        image.to_file_map({"image": FileHolder(fileobj=gz), "header": FileHolder(fileobj=gz)})
+    return buffer.getvalue()
+
+
+def write_result(output: str | os.PathLike, nifti: bytes, sidecar: dict[str, Any], *, overwrite: bool) -> None:
     """Sidecar first, then the NIfTI, each atomically (see the module docstring)."""
     output = check_output(output, overwrite=overwrite)
     text = json.dumps(sidecar, indent=2, sort_keys=True, default=str) + "\n"
     side = sidecar_path(output)
     had_sidecar = side.exists()
     write_bytes_atomic(side, text.encode(), overwrite=True)
+    pause_s = float(os.environ.get(WRITE_SLEEP_ENV, "0") or 0)
     try:
-        save(result, output, overwrite=overwrite, dtype=dtype)
+        with atomic_output(output, overwrite=overwrite) as tmp:
+            tmp.write_bytes(nifti)
+            if pause_s:
+                time.sleep(pause_s)
     except BaseException:
         # A sidecar with no volume would describe nothing (disk full, say): take back ours.
         if not had_sidecar:
@@ -115,14 +163,25 @@ def write_result(result: Volume, output: str | os.PathLike, sidecar: dict[str, A
         raise
 
 
-def save_upsampled(
-    source: Volume, result: Volume, output: pathlib.Path, *, source_sha256: str, config: Any,
-    settings: UpsampleSettings, overwrite: bool,
-) -> None:  # fmt: skip
-    """The output NIfTI in the asked dtype, with the sidecar that says how it was made."""
+def encode_upsampled(source: Volume, result: Volume, output: pathlib.Path, *, source_sha256: str, config: Any,
+                     settings: UpsampleSettings) -> tuple[bytes, dict[str, Any]]:
+    """The output NIfTI's bytes in the asked dtype, and the sidecar that says how it was made."""
     dtype = output_dtype(source, settings.keep_dtype)
     sidecar = build_sidecar(source, result, source_sha256=source_sha256, config=config, settings=settings, dtype=dtype)
-    write_result(result, output, sidecar, dtype=dtype, overwrite=overwrite)
+    return encode_nifti(result, pathlib.Path(output), dtype), sidecar
+
+
+def upsample_file(interpolator: LatentInterpolator, config: Any, source: str | os.PathLike, output: str | os.PathLike,
+                  settings: UpsampleSettings, *, overwrite: bool = False) -> Volume:
+    """`jaxsr upsample` as a function: one file in, one NIfTI and its sidecar out."""
+    output = check_output(output, overwrite=overwrite)
+    volume = load(source)  # VolumeError for anything unreadable, before hashing
+    sha = archive.sha256_file(source)
+    result = upsample_volume(interpolator, config, volume, factor=settings.factor, spacing=settings.spacing,
+                             replace_originals=settings.replace_originals, preprocess=settings.preprocess)
+    nifti, sidecar = encode_upsampled(volume, result, output, source_sha256=sha, config=config, settings=settings)
+    write_result(output, nifti, sidecar, overwrite=overwrite)
+    return result
 
 
 # ----------------------------------------------------------------------------
@@ -135,40 +194,31 @@ class Summary:
     skipped: list[str] = dataclasses.field(default_factory=list)
     failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
-    compute_seconds: float = 0.0
+    device_seconds: float = 0.0
+    host_seconds: dict[str, float] = dataclasses.field(default_factory=lambda: dict.fromkeys(archive.HOST_STAGES, 0.0))
+    compiled_programs: int = 0
 
     @property
     def total(self) -> int:
         return len(self.ok) + len(self.skipped) + len(self.failed)
 
+    @property
+    def device_busy(self) -> float:
+        """Fraction of the wall time the device was working on a volume."""
+        return self.device_seconds / self.seconds if self.seconds > 0 else 0.0
+
     def text(self) -> str:
+        done = len(self.ok) + len(self.failed)
         lines = [
             f"{len(self.ok)} upsampled, {len(self.skipped)} already done, {len(self.failed)} failed "
-            f"in {self.seconds:.1f} s (device compute {self.compute_seconds:.1f} s)"
+            f"in {self.seconds:.1f} s (device busy {100 * self.device_busy:.0f}%, {self.device_seconds:.1f} s)"
         ]
+        if done:
+            per = ", ".join(f"{k[:-2]} {v / done:.3f} s" for k, v in self.host_seconds.items())
+            lines.append(f"  per volume: device {self.device_seconds / done:.3f} s; host {per}; "
+                         f"{self.compiled_programs} programs compiled")
         lines += [f"  failed: {name}: {error}" for name, error in self.failed]
         return "\n".join(lines)
-
-
-@dataclasses.dataclass
-class _Loaded:
-    rel: str
-    sha256: str
-    prepared: PreparedVolume
-    started: float
-
-
-@dataclasses.dataclass
-class _Skipped:
-    rel: str
-
-
-@dataclasses.dataclass
-class _Failed:
-    rel: str
-    sha256: str | None
-    error: str
-    started: float
 
 
 def one_line(error: BaseException) -> str:
@@ -205,6 +255,13 @@ def remove_own_temporaries(outputs: list[pathlib.Path]) -> int:
     return removed
 
 
+def own_manifest(out_dir: pathlib.Path, shard: tuple[int, int] | None) -> archive.Manifest:
+    import jax
+
+    name = archive.manifest_name(shard or (0, 1), (jax.process_index(), jax.process_count()))
+    return archive.Manifest(out_dir / archive.STATE_DIR / name)
+
+
 def reprocess_archive(
     interpolator: LatentInterpolator,
     config: Any,
@@ -219,119 +276,26 @@ def reprocess_archive(
 ) -> Summary:
     """Upsamples every NIfTI under `in_dir` into the mirrored path under `out_dir`.
 
-    Resumable through OUT_DIR/manifest.jsonl; never stops on a bad file.
-    `interpolator`: see `jaxsr.interpolate.interpolator_for`.
+    Resumable through the manifests under OUT_DIR/.jaxsr (this process appends
+    to its own); never stops on a bad file. `interpolator`: see
+    `jaxsr.interpolate.interpolator_for`.
     """
+    from jaxsr import device_pipeline
+    from jaxsr.reprocess_pipeline import ArchiveRun, stages_for
+
     start = time.perf_counter()
+    compiled_before = device_pipeline.compiled_programs()
     in_dir, out_dir = pathlib.Path(in_dir), pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = my_files(archive.find_volumes(in_dir, pattern, exclude=out_dir), shard)
     outputs = {rel.as_posix(): out_dir / rel for rel in files}
-    if removed := remove_own_temporaries(list(outputs.values())):
-        logger.info("removed %d temporary file(s) left by an interrupted run", removed)
-    manifest = archive.Manifest(out_dir / archive.MANIFEST_NAME)
-    latest = manifest.latest()
-    sleep_s = float(os.environ.get(SLEEP_ENV, "0") or 0)
-    summary = Summary()
-    workers = max(1, int(workers))
-
-    def read(rel: pathlib.Path):
-        key, t0, sha = rel.as_posix(), time.perf_counter(), None
-        try:
-            sha = archive.sha256_file(in_dir / rel)
-            out = outputs[key]
-            if archive.is_done(latest.get(key), sha, out, [sidecar_path(out)]):
-                return _Skipped(key)
-            volume = load(in_dir / rel)
-            return _Loaded(key, sha, prepare_volume(volume, config, factor=settings.factor, spacing=settings.spacing), t0)
-        except Exception as e:  # a bad file must not stop the archive
-            return _Failed(key, sha, one_line(e), t0)
-
-    def record_failure(failed: _Failed) -> None:
-        seconds = time.perf_counter() - failed.started
-        manifest.append(archive.Record(failed.rel, failed.sha256, failed.rel, "failed", round(seconds, 3), failed.error))
-        summary.failed.append((failed.rel, failed.error))
-        logger.warning("failed: %s", failed.error)
-
-    def write(loaded: _Loaded, interpolated: np.ndarray) -> None:
-        try:
-            result = finish_volume(loaded.prepared, interpolated, replace_originals=settings.replace_originals)
-            out = outputs[loaded.rel]
-            out.parent.mkdir(parents=True, exist_ok=True)
-            save_upsampled(loaded.prepared.volume, result, out, source_sha256=loaded.sha256, config=config,
-                           settings=settings, overwrite=True)
-        except Exception as e:
-            record_failure(_Failed(loaded.rel, loaded.sha256, one_line(e), loaded.started))
-            return
-        seconds = time.perf_counter() - loaded.started
-        manifest.append(archive.Record(loaded.rel, loaded.sha256, loaded.rel, "ok", round(seconds, 3), None))
-        summary.ok.append(loaded.rel)
-
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(files), unit="vol", disable=not progress, dynamic_ncols=True)
-    readers = cf.ThreadPoolExecutor(workers, thread_name_prefix="jaxsr-read")
-    writers = cf.ThreadPoolExecutor(workers, thread_name_prefix="jaxsr-write")
-    ahead = 2 * workers  # bound on volumes in memory on either side of the device
-    pending_reads: collections.deque = collections.deque()
-    pending_writes: collections.deque = collections.deque()
-    queue = iter(files)
-    try:
-
-        def refill() -> None:
-            while len(pending_reads) < ahead:
-                rel = next(queue, None)
-                if rel is None:
-                    return
-                pending_reads.append(readers.submit(read, rel))
-
-        def drain_writes(limit: int) -> None:
-            while len(pending_writes) > limit:
-                pending_writes.popleft().result()
-                bar.update(1)
-
-        refill()
-        while pending_reads:
-            item = pending_reads.popleft().result()
-            refill()
-            if isinstance(item, _Skipped):
-                summary.skipped.append(item.rel)
-                bar.update(1)
-                continue
-            if isinstance(item, _Failed):
-                record_failure(item)
-                bar.update(1)
-                continue
-            if sleep_s:
-                time.sleep(sleep_s)
-            t0 = time.perf_counter()
-            try:
-                interpolated = interpolator.interpolate_stack(
-                    item.prepared.stack, item.prepared.positions, keep_originals=not settings.replace_originals
-                )
-            except Exception as e:  # e.g. out of device memory on one huge volume
-                record_failure(_Failed(item.rel, item.sha256, one_line(e), item.started))
-                bar.update(1)
-                continue
-            summary.compute_seconds += time.perf_counter() - t0
-            pending_writes.append(writers.submit(write, item, interpolated))
-            drain_writes(ahead)
-        drain_writes(0)
-    finally:
-        bar.close()
-        readers.shutdown(wait=True, cancel_futures=True)
-        writers.shutdown(wait=True)
+    stages = stages_for(interpolator, config, settings)
+    with own_manifest(out_dir, shard).held() as manifest:
+        if removed := remove_own_temporaries(list(outputs.values())):
+            logger.info("removed %d temporary file(s) left by an interrupted run", removed)
+        run = ArchiveRun(stages, config, in_dir, outputs, manifest, archive.latest_records(out_dir), max(1, int(workers)),
+                         progress)
+        summary = run.run([rel.as_posix() for rel in files])
     summary.seconds = time.perf_counter() - start
+    summary.compiled_programs = device_pipeline.compiled_programs() - compiled_before
     return summary
-
-
-def upsample_file(interpolator: LatentInterpolator, config: Any, source: str | os.PathLike, output: str | os.PathLike,
-                  settings: UpsampleSettings, *, overwrite: bool = False) -> Volume:
-    """`jaxsr upsample` as a function: one file in, one NIfTI and its sidecar out."""
-    output = check_output(output, overwrite=overwrite)
-    volume = load(source)  # VolumeError for anything unreadable, before hashing
-    sha = archive.sha256_file(source)
-    result = upsample_volume(interpolator, config, volume, factor=settings.factor, spacing=settings.spacing,
-                             replace_originals=settings.replace_originals)
-    save_upsampled(volume, result, output, source_sha256=sha, config=config, settings=settings, overwrite=overwrite)
-    return result

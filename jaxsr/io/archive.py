@@ -1,29 +1,41 @@
-"""An archive of NIfTI files: walking it, splitting it, and the JSONL manifest.
+"""An archive of NIfTI files: walking it, splitting it, and the JSONL manifests.
 
-The manifest (OUT_DIR/manifest.jsonl) has one line per attempt:
-{"input", "input_sha256", "output", "status": "ok"|"failed", "seconds", "error"}.
-It is only ever appended to, one `os.write` per record followed by fsync, so a
-process killed mid-write leaves at most one torn last line, which `read`
-ignores and the next append starts after. The latest record of an input
-decides whether a rerun skips it.
+Each process of a run appends to its own manifest,
+OUT_DIR/.jaxsr/manifest-shard-I-of-N.jsonl (with .host-P-of-H before the
+suffix on multi-host runs), so no two processes ever append to one file, which
+network filesystems may interleave. A process holds an exclusive lock on its
+manifest while it runs; a second process given the same shard is refused.
+Readers merge every manifest under OUT_DIR, and the OUT_DIR/manifest.jsonl
+that runs before per-shard manifests wrote.
+
+One line per attempt: {"input", "input_sha256", "output", "status": "ok" |
+"failed", "seconds", "error", "finished", and the per-volume timings}. Lines
+are only ever appended, one `os.write` each followed by fsync, so a process
+killed mid-write leaves at most one torn last line, which `read` ignores and
+the next append starts after. The latest record of an input (by its finish
+time; older manifests' lines have none and come first, in file order) decides
+whether a rerun skips it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import fnmatch
 import hashlib
 import json
 import os
 import pathlib
 import threading
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from jaxsr.errors import ConfigError, UserError
 from jaxsr.io.atomic import TEMP_MARKER
 from jaxsr.io.nifti import is_nifti_path
 
-MANIFEST_NAME = "manifest.jsonl"
+MANIFEST_NAME = "manifest.jsonl"  # written by runs before per-shard manifests; still read
+STATE_DIR = ".jaxsr"  # under OUT_DIR: the manifests (find_volumes skips hidden folders)
 
 
 def find_volumes(root: str | os.PathLike, pattern: str | None = None, *, exclude: str | os.PathLike | None = None) -> list[pathlib.Path]:
@@ -80,19 +92,64 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Record:
+    """One attempt at one input. Times are seconds; host_* and device_s are per stage (see jaxsr.reprocess)."""
+
     input: str
     input_sha256: str | None
     output: str
     status: str  # "ok" | "failed"
-    seconds: float
+    seconds: float  # from the start of reading to the manifest line
     error: str | None = None
+    finished: float | None = None  # Unix time of the line (older manifests: none)
+    read_s: float | None = None
+    decode_s: float | None = None
+    device_s: float | None = None
+    encode_s: float | None = None
+    write_s: float | None = None
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return json.dumps({k: v for k, v in dataclasses.asdict(self).items() if v is not None or k == "error"}, sort_keys=True)
+
+    @property
+    def host_s(self) -> float:
+        return sum(getattr(self, k) or 0.0 for k in HOST_STAGES)
+
+
+HOST_STAGES = ("read_s", "decode_s", "encode_s", "write_s")
+_FIELDS = frozenset(f.name for f in dataclasses.fields(Record))
+
+
+def manifest_name(shard: tuple[int, int] = (0, 1), host: tuple[int, int] = (0, 1)) -> str:
+    """This process's manifest file name: its --shard I/N, and its host of a multi-host run."""
+    name = f"manifest-shard-{shard[0]}-of-{shard[1]}"
+    if host[1] > 1:
+        name += f".host-{host[0]}-of-{host[1]}"
+    return name + ".jsonl"
+
+
+def manifest_paths(out_dir: str | os.PathLike) -> list[pathlib.Path]:
+    """Every manifest under OUT_DIR: the older single one first, then the per-shard ones by name."""
+    out_dir = pathlib.Path(out_dir)
+    legacy = [out_dir / MANIFEST_NAME] if (out_dir / MANIFEST_NAME).is_file() else []
+    state = out_dir / STATE_DIR
+    shards = sorted(state.glob("manifest*.jsonl")) if state.is_dir() else []
+    return legacy + shards
+
+
+def read_records(out_dir: str | os.PathLike) -> list[Record]:
+    """The records of every manifest under OUT_DIR, oldest first (by finish time; lines without one first)."""
+    records = [r for path in manifest_paths(out_dir) for r in Manifest(path).read()]
+    # sorted() is stable: lines with equal (or no) times keep their file order.
+    return sorted(records, key=lambda r: r.finished if r.finished is not None else float("-inf"))
+
+
+def latest_records(out_dir: str | os.PathLike) -> dict[str, Record]:
+    """input -> its latest record, over every manifest under OUT_DIR."""
+    return {record.input: record for record in read_records(out_dir)}
 
 
 class Manifest:
-    """Append-only JSONL log of attempts; safe to append from several threads."""
+    """Append-only JSONL log of attempts; safe to append from several threads of one process."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = pathlib.Path(path)
@@ -106,13 +163,13 @@ class Manifest:
         for line in self.path.read_text(errors="replace").splitlines():
             try:
                 fields = json.loads(line)
-                records.append(Record(**fields))
-            except (ValueError, TypeError):
+                records.append(Record(**{k: v for k, v in fields.items() if k in _FIELDS}))
+            except (ValueError, TypeError, AttributeError):
                 continue
         return records
 
     def latest(self) -> dict[str, Record]:
-        """input -> its latest record."""
+        """input -> its latest record in this file."""
         out: dict[str, Record] = {}
         for record in self.read():
             out[record.input] = record
@@ -131,6 +188,26 @@ class Manifest:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator["Manifest"]:
+        """This manifest, locked against other processes for the duration (UserError if one holds it).
+
+        The lock goes with the process, so a killed run never blocks its rerun.
+        Filesystems without locks (some network mounts) are run unlocked.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UserError(f"{self.path}: another process is running this shard (the same --shard given twice?)") from None
+            except OSError:
+                pass  # no locking here; one process per shard is then the user's to keep
+            yield self
+        finally:
+            os.close(fd)
 
 
 def _last_byte(path: pathlib.Path, size: int) -> bytes:
