@@ -56,11 +56,11 @@ def make_archive(root: pathlib.Path, rng) -> list[str]:
 
 
 def outputs_of(folder: pathlib.Path) -> dict[str, bytes]:
-    """Every final-named file except the manifest, with its bytes."""
+    """Every file but the manifests (OUT_DIR/.jaxsr), with its bytes."""
     return {
         p.relative_to(folder).as_posix(): p.read_bytes()
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != archive.MANIFEST_NAME
+        if p.is_file() and archive.STATE_DIR not in p.relative_to(folder).parts
     }
 
 
@@ -107,7 +107,7 @@ def test_reprocess_archive_with_a_corrupt_file(tmp_path, rng, monkeypatch, model
         np.testing.assert_array_equal(image.get_fdata()[:, :, ::2], source.get_fdata())
         assert (out / (rel + ".json")).is_file()
     assert not (out / "b" / "broken.nii.gz").exists()
-    records = archive.Manifest(out / archive.MANIFEST_NAME).read()
+    records = archive.read_records(out)
     status = {r.input: r.status for r in records}
     assert status == {**{n: "ok" for n in names}, "b/broken.nii.gz": "failed"}
     failed = [r for r in records if r.status == "failed"][0]
@@ -122,7 +122,7 @@ def test_reprocess_archive_with_a_corrupt_file(tmp_path, rng, monkeypatch, model
     assert "4 already done" in capsys.readouterr().err
     assert {rel: (out / rel).stat().st_mtime_ns for rel in names} == mtimes
     assert outputs_of(out) == before
-    assert [r.status for r in archive.Manifest(out / archive.MANIFEST_NAME).read()].count("failed") == 2
+    assert [r.status for r in archive.read_records(out)].count("failed") == 2
 
     # Fixed input and one changed input: exactly those two are processed.
     write_volume(corrupt, rng, (20, 20, 3))
@@ -168,7 +168,7 @@ def test_kill_then_rerun_matches_an_uninterrupted_run(tmp_path, rng, model_and_c
         [sys.executable, "-c", _KILLED_RUN, str(tmp_path / "in"), str(out), ckpt],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
-    manifest = out / archive.MANIFEST_NAME
+    manifest = out / archive.STATE_DIR / archive.manifest_name()
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and proc.poll() is None:
@@ -193,7 +193,7 @@ def test_kill_then_rerun_matches_an_uninterrupted_run(tmp_path, rng, model_and_c
     assert not resumed.failed and sorted(resumed.ok + resumed.skipped) == names and resumed.skipped
     assert outputs_of(out) == expected
     assert not [p for p in out.rglob("*") if TEMP_MARKER in p.name]
-    latest = archive.Manifest(manifest).latest()
+    latest = archive.latest_records(out)
     assert sorted(latest) == names and all(r.status == "ok" for r in latest.values())
     sidecar = json.loads((out / "a" / "p1.nii.gz.json").read_text())
     assert sidecar["factor"] == 3 and sidecar["checkpoint"] == os.path.abspath(ckpt)
