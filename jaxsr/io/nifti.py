@@ -60,11 +60,15 @@ class Volume:
     def spacing(self) -> tuple[float, float, float]:
         """Voxel size in mm along the three spatial array axes.
 
-        The lengths of the affine's columns: the affine is what places the voxels
-        in the world (a registration tool may scale an sform and leave pixdim as
-        it was), so resampling follows it rather than pixdim.
+        The affine is what places the voxels in the world (a registration tool may
+        scale an sform and leave pixdim as it was), so its column lengths decide.
+        Where pixdim agrees with them to the float32 rounding of a stored sform
+        (1e-7 relative; 1e-5 allowed), pixdim's exact value is kept: 5.0, not
+        4.99999996.
         """
-        return tuple(float(z) for z in np.sqrt((np.asarray(self.affine, np.float64)[:3, :3] ** 2).sum(axis=0)))
+        columns = np.sqrt((np.asarray(self.affine, np.float64)[:3, :3] ** 2).sum(axis=0))
+        zooms = np.asarray(self.header.get_zooms()[:3], np.float64)
+        return tuple(float(z) for z in np.where(np.isclose(columns, zooms, rtol=1e-5, atol=0), zooms, columns))
 
     @property
     def slice_spacing_mm(self) -> float:
