@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 
-import nibabel as nib
 import numpy as np
 import pytest
 
