@@ -19,7 +19,9 @@ device layout; encode: the copy back, NIfTI serialisation and gzip; write:
 both files, fsynced and renamed) and device seconds: from when the device
 could start on the volume (dispatched, and the one before it done) until its
 results were ready, as the watcher saw them. Their sum over the wall time is
-the run's device-busy fraction.
+the run's device-busy fraction. A volume the device cannot hold (out of
+memory in the whole-volume programs) is redone on the scipy path, which
+streams the model in batches.
 
 Crash safety (kill -9 at any moment): each output is written to a hidden
 temporary in its final folder and renamed into place; the JSON sidecar is

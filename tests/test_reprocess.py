@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -197,3 +198,49 @@ def test_kill_then_rerun_matches_an_uninterrupted_run(tmp_path, rng, model_and_c
     assert sorted(latest) == names and all(r.status == "ok" for r in latest.values())
     sidecar = json.loads((out / "a" / "p1.nii.gz.json").read_text())
     assert sidecar["factor"] == 3 and sidecar["checkpoint"] == os.path.abspath(ckpt)
+
+
+def test_a_volume_the_device_cannot_hold_is_redone_on_the_host_path(tmp_path, rng, model_and_config, monkeypatch):
+    """RESOURCE_EXHAUSTED from the whole-volume programs: the scipy path (the model streamed in batches) takes over."""
+    from jaxsr import reprocess_pipeline
+
+    model, config = model_and_config
+    names = make_archive(tmp_path / "in", rng)
+    wait, calls = reprocess_pipeline.DeviceStages.wait, []
+
+    def wait_or_run_out(self, started):
+        calls.append(started)
+        if len(calls) == 2:  # the watcher waits in file order: a/p2
+            raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1.2TiB")
+        wait(self, started)
+
+    monkeypatch.setattr(reprocess_pipeline.DeviceStages, "wait", wait_or_run_out)
+    summary = reprocess_archive(interpolator_for(model, config), config, tmp_path / "in", tmp_path / "out",
+                                UpsampleSettings(factor=2), workers=2, progress=False)
+    assert sorted(summary.ok) == names and not summary.failed
+    sidecars = {rel: json.loads((tmp_path / "out" / (rel + ".json")).read_text())["preprocess"] for rel in names}
+    assert sidecars == {**dict.fromkeys(names, "device"), "a/p2.nii.gz": "scipy"}
+    source = nib.load(str(tmp_path / "in" / "a" / "p2.nii.gz")).get_fdata()
+    np.testing.assert_array_equal(nib.load(str(tmp_path / "out" / "a" / "p2.nii.gz")).get_fdata()[:, :, ::2], source)
+
+
+def test_progress_lines_show_volumes_per_second_and_the_eta(tmp_path, rng, model_and_config, monkeypatch):
+    import io
+
+    from jaxsr import progress
+
+    model, config = model_and_config
+    names = make_archive(tmp_path / "in", rng)
+    stream = io.StringIO()
+
+    class EveryVolume(progress.Progress):  # a line per update instead of every 30 s
+        def __init__(self, total, **kwargs):
+            super().__init__(total, stream=stream, every_s=0.0, tty=False, **kwargs)
+
+    monkeypatch.setattr(progress, "Progress", EveryVolume)
+    reprocess_archive(interpolator_for(model, config), config, tmp_path / "in", tmp_path / "out", UpsampleSettings(factor=2),
+                      workers=2, progress=True)
+    lines = stream.getvalue().splitlines()
+    assert [line.split(",")[0] for line in lines] == [f"reprocess: volume {i}/4 ({25 * i}%)" for i in range(1, 5)]
+    assert all(re.search(r", [0-9.]+ volumes/s, failed 0, device_busy \d+%, ETA \d+s$", line) for line in lines), lines
+    assert len(names) == 4
