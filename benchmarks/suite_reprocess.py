@@ -227,12 +227,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         figures[0]["first_call_s"] = first_call_s
     half = compiles["files"] // 2
     for path in ("device", "scipy"):
-        figures.append({"name": f"programs compiled, {path} path: first {half} mixed files, next {half}", "unit": "programs",
-                        "median": compiles[f"{path}_path_programs_b"], "first": compiles[f"{path}_path_programs_a"],
-                        "note": f"{compiles[f'{path}_path_programs_a']} for the first {half}; tiny model"})
-    figures.append({"name": f"RSS growth over {rss['files']} files (10% to end)", "unit": "MB",
-                    "median": rss["growth_10pct_to_end_mb"],
-                    "note": f"{rss['rss_at_10pct_mb']:.0f} -> {rss['rss_at_end_mb']:.0f} MB, tiny model"})
+        first, second = compiles[f"{path}_path_programs_a"], compiles[f"{path}_path_programs_b"]
+        figures.append(common.rate_figure(f"programs compiled, {path} path, {compiles['files']} mixed files", [first + second],
+                                          "programs", note=f"{second} for the second {half}; tiny model"))
+    figures.append(common.rate_figure(f"RSS over {rss['files']} small files (10%, 50%, end)",
+                                      [rss["rss_at_10pct_mb"], rss["rss_at_50pct_mb"], rss["rss_at_end_mb"]], "MB",
+                                      note=f"growth {rss['growth_10pct_to_end_mb']:+.1f} MB; tiny model"))
     return {
         "settings": {**s, "model": source, "output_slices_per_volume": plan.slices.positions.size * volume.n_frames,
                      "config": config.to_dict(), "buckets": {"rows": plan.rows, "raw_xy": plan.raw_xy, "model_xy": plan.model_xy}},

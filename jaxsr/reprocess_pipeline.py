@@ -192,7 +192,7 @@ class ArchiveRun:
 
     # -- tallies
     def record(self, item: _Item, status: str) -> None:
-        times = {k: round(v, 4) for k, v in item.times.items()}
+        times = {k: round(v, 6) for k, v in item.times.items()}
         self.manifest.append(archive.Record(item.rel, item.sha256, item.rel, status,
                                             round(time.perf_counter() - item.started, 3), item.error,
                                             finished=round(time.time(), 6), **times))
