@@ -6,7 +6,7 @@ Figures (jaxsr.reprocess.reprocess_archive, the device path):
   output assembly, the copy to the device included), volumes/s;
 - end to end, float32 outputs and --keep-dtype outputs: N int16 phantom
   .nii.gz volumes (as ACDC ships them) read, computed, gzipped (level
-  jaxsr.reprocess.GZIP_LEVEL) and written, volumes/s; end to end / (N x device
+  jaxsr.io.nifti.GZIP_LEVEL, ISA-L) and written, volumes/s; end to end / (N x device
   only), 1.0 when the host hides completely behind the device; the run's
   device-busy fraction; and per volume, from the manifest lines, host seconds
   (read, decode, encode, write) and device seconds;
@@ -46,7 +46,7 @@ def _rss_mb() -> float:
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     import jax
 
-    from jaxsr.reprocess import GZIP_LEVEL
+    from jaxsr.io.nifti import GZIP_LEVEL
 
     s = suite_upsample.settings(args)
     accelerator = jax.default_backend() != "cpu"

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import io
 import json
 import logging
 import os
@@ -56,13 +55,11 @@ from jaxsr.errors import UserError
 from jaxsr.interpolate import LatentInterpolator, upsample_volume
 from jaxsr.io import archive
 from jaxsr.io.atomic import TEMP_MARKER, atomic_output, check_output, write_bytes_atomic
-from jaxsr.io.nifti import Volume, is_nifti_path, load, to_nifti_image
+from jaxsr.io.nifti import Volume, encode, load
 
 logger = logging.getLogger(__name__)
 
 METHOD = "jaxsr-latent-interpolation"
-# nibabel's default for .nii.gz, so that these bytes are what jaxsr.io.nifti.save writes.
-GZIP_LEVEL = 1
 # Test hooks: seconds to sleep before each volume's compute, and between writing
 # an output NIfTI's temporary and renaming it, so that a test can kill a run
 # between and during files, and in the middle of writes.
@@ -127,24 +124,6 @@ def output_dtype(volume: Volume, keep_dtype: bool) -> np.dtype:
     return np.dtype(volume.header.get_data_dtype()) if keep_dtype else np.dtype(np.float32)
 
 
-def encode_nifti(volume: Volume, output: pathlib.Path, dtype: np.dtype) -> bytes:
-    """The bytes jaxsr.io.nifti.save would write to `output`: nibabel's serialisation, gzipped for .nii.gz."""
-    import gzip
-
-    from nibabel.fileholders import FileHolder
-
-    if not is_nifti_path(output):
-        raise UserError(f"{output}: output name must end in .nii or .nii.gz")
-    image = to_nifti_image(volume, dtype)
-    if not output.name.lower().endswith(".gz"):
-        return image.to_bytes()
-    buffer = io.BytesIO()
-    # As nibabel's DeterministicGzipFile: no file name, mtime 0.
-    with gzip.GzipFile(filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=buffer, mtime=0) as gz:
-        image.to_file_map({"image": FileHolder(fileobj=gz), "header": FileHolder(fileobj=gz)})
-    return buffer.getvalue()
-
-
 def write_result(output: str | os.PathLike, nifti: bytes, sidecar: dict[str, Any], *, overwrite: bool) -> None:
     """Sidecar first, then the NIfTI, each atomically (see the module docstring)."""
     output = check_output(output, overwrite=overwrite)
@@ -170,7 +149,7 @@ def encode_upsampled(source: Volume, result: Volume, output: pathlib.Path, *, so
     """The output NIfTI's bytes in the asked dtype, and the sidecar that says how it was made."""
     dtype = output_dtype(source, settings.keep_dtype)
     sidecar = build_sidecar(source, result, source_sha256=source_sha256, config=config, settings=settings, dtype=dtype)
-    return encode_nifti(result, pathlib.Path(output), dtype), sidecar
+    return encode(result, output, dtype), sidecar
 
 
 def upsample_file(interpolator: LatentInterpolator, config: Any, source: str | os.PathLike, output: str | os.PathLike,

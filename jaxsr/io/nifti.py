@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import io
 import logging
 import os
 import pathlib
@@ -19,6 +20,7 @@ import zlib
 
 import nibabel as nib
 import numpy as np
+from isal import igzip
 from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 
@@ -30,6 +32,11 @@ from jaxsr.io.nibabel_notes import one_line
 logger = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+# ISA-L's level 1 (of 0-3): the same ratio as zlib's level 1 on float32 decoder
+# output (0.873 of the raw bytes) at a twelfth of the time (0.28 vs 3.4 s for a
+# 216x256x19x30 float32 volume), which kept a reprocessing host's CPU busy
+# gzipping instead of feeding the device. Any gzip reader reads the stream.
+GZIP_LEVEL = 1
 
 # What nibabel (and numpy under it) raise on malformed headers and data: from
 # nibabel's source and from fuzzing the reader (tests/test_nifti_fuzz.py).
@@ -282,12 +289,30 @@ def save(volume: Volume, path: str | os.PathLike, *, overwrite: bool = False, dt
     scl_slope/scl_inter when it had them so the stored values round-trip.
     """
     path = pathlib.Path(path)
+    data = encode(volume, path, dtype)
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
+def encode(volume: Volume, path: str | os.PathLike, dtype=np.float32) -> bytes:
+    """The file's bytes, as `save` writes them to `path`: gzipped when the name ends in .gz.
+
+    Reproducible: the gzip header holds no file name and mtime 0 (as nibabel's
+    DeterministicGzipFile), so a rerun writes the same bytes.
+    """
+    path = pathlib.Path(path)
     if not is_nifti_path(path):
         raise VolumeError(path, "output name must end in .nii or .nii.gz")
+    from nibabel.fileholders import FileHolder
+
     image = to_nifti_image(volume, dtype)
-    with atomic_output(path, overwrite=overwrite) as tmp:
-        image.to_filename(str(tmp))
-    return path
+    if not path.name.lower().endswith(".gz"):
+        return image.to_bytes()
+    buffer = io.BytesIO()
+    with igzip.IGzipFile(filename="", mode="wb", compresslevel=GZIP_LEVEL, fileobj=buffer, mtime=0) as gz:
+        image.to_file_map({"image": FileHolder(fileobj=gz), "header": FileHolder(fileobj=gz)})
+    return buffer.getvalue()
 
 
 def to_nifti_image(volume: Volume, dtype=np.float32) -> nib.Nifti1Image:
