@@ -24,8 +24,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.seed = 0
 
     c.data = ml_collections.ConfigDict()
-    # In-plane voxel size every volume is resampled to, for training and inference alike.
-    c.data.target_spacing_mm = 1.4
+    # In-plane voxel size (mm) every volume is resampled to, for training and inference alike,
+    # or "native": each volume keeps its own in-plane grid (jaxsr.config.target_spacing).
+    # Untyped so that a config may set either; validate() checks the value.
+    c.data.target_spacing_mm = ml_collections.FieldReference(1.4, field_type=object)
     c.data.crop_size = 128
     # Also draw slices (n, n+1, n+2) of one stack: the interpolation loss's supervision.
     c.data.triplets = False

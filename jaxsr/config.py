@@ -112,7 +112,14 @@ def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
     current = node[leaf]
     value = _parse(text)
     try:
-        if isinstance(current, bool):
+        if key in _NUMBER_OR_NAME:
+            if text in _NUMBER_OR_NAME[key]:
+                value = text
+            elif isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError
+            else:
+                value = float(value)
+        elif isinstance(current, bool):
             if not isinstance(value, bool):
                 raise TypeError
         elif isinstance(current, int):
@@ -132,6 +139,8 @@ def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
     except TypeError:
         kind = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}.get(
             type(current).__name__, f"a {type(current).__name__}")
+        if key in _NUMBER_OR_NAME:
+            kind = " or ".join(("a number",) + _NUMBER_OR_NAME[key])
         raise ConfigError(f"--config.{key}={text}: expected {kind}") from None
 
 
@@ -176,6 +185,25 @@ _CHOICES = {"model.dtype": ("float32", "bfloat16"), "data.loader": ("auto", "dev
             "optim.schedule": ("constant", "cosine")}
 
 
+# Keys that take a number or one of these words (the default config declares them untyped).
+_NUMBER_OR_NAME = {"data.target_spacing_mm": ("native",)}
+NATIVE = "native"
+
+
+def target_spacing(config: ml_collections.ConfigDict) -> float | None:
+    """config.data.target_spacing_mm as preprocessing takes it: millimetres, or None for "native".
+
+    The one reader of that key: "native" keeps every volume's own in-plane
+    grid (jaxsr.data.preprocess), anything else must be a positive number.
+    """
+    value = config.data.target_spacing_mm
+    if value == NATIVE:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ConfigError(f"--config.data.target_spacing_mm={value!r}: expected a positive number of mm or {NATIVE}")
+    return float(value)
+
+
 def _get(config, dotted: str):
     node = config
     for part in dotted.split("."):
@@ -186,6 +214,7 @@ def _get(config, dotted: str):
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError naming the first setting whose value cannot work."""
     check_keys(config)
+    target_spacing(config)
     for key in _POSITIVE_INTS:
         value = _get(config, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -5,6 +5,11 @@ Per volume: in-plane resampling to `target_mm` (config.data.target_spacing_mm,
 the 1st..99th percentile to [0, 1], clamped. The returned `Preprocessing`
 keeps what is needed to map model outputs back to the source's in-plane grid
 and intensity scale.
+
+`target_mm=None` ("native", jaxsr.config.target_spacing) keeps each volume's
+own in-plane grid: no resampling at all, so anisotropic in-plane voxels stay
+as they are and the grid, affine and restored intensities are the source's
+exactly (a cubic resampling s -> s would not be the identity).
 """
 
 from __future__ import annotations
@@ -54,8 +59,10 @@ def percentile_normalise(x: np.ndarray, lo: float = PERCENTILES[0], hi: float = 
     return scale.apply(x), scale
 
 
-def inplane_shape(shape_xy: tuple[int, int], spacing_xy: tuple[float, float], target_mm: float) -> tuple[int, int]:
-    """Matrix size covering the same field of view at `target_mm` voxels."""
+def inplane_shape(shape_xy: tuple[int, int], spacing_xy: tuple[float, float], target_mm: float | None) -> tuple[int, int]:
+    """Matrix size covering the same field of view at `target_mm` voxels; the source's own when None (native)."""
+    if target_mm is None:
+        return tuple(int(n) for n in shape_xy)
     return tuple(max(1, int(round(n * s / target_mm))) for n, s in zip(shape_xy, spacing_xy))
 
 
@@ -111,8 +118,17 @@ class Preprocessing:
         return self.intensity.restore(back)
 
 
-def preprocess_volume(volume: Volume, target_mm: float) -> tuple[np.ndarray, Preprocessing]:
-    """(X', Y', Z, T) float32 in [0, 1] at `target_mm` in-plane, and how to undo it.
+def inplane_label(target_mm: float | None, spacing_xy: tuple[float, float] | None = None) -> str:
+    """How a report names the in-plane spacing: '1.4 mm', 'native (1 x 1 mm)', or 'native' without a volume."""
+    if target_mm is not None:
+        return f"{target_mm:g} mm"
+    if spacing_xy is None:
+        return "native (each volume's own)"
+    return f"native ({spacing_xy[0]:.4g} x {spacing_xy[1]:.4g} mm)"
+
+
+def preprocess_volume(volume: Volume, target_mm: float | None) -> tuple[np.ndarray, Preprocessing]:
+    """(X', Y', Z, T) float32 in [0, 1] at `target_mm` in-plane (None: the source's grid), and how to undo it.
 
     A 3D volume gets a trailing frame axis of length 1.
     """
