@@ -6,7 +6,9 @@ Between them everything is jitted and dispatched without waiting (`dispatch`):
 
     raw slices -> prepare_images (in-plane resampling to the model's spacing,
     percentile scaling) -> encode each acquired slice once -> mix latents for
-    every new slice of every frame -> decode -> restore_images (back to the
+    every new slice of every frame -> decode (with mix='residual': plus the
+    neighbours' residuals, from one more decode of the acquired latents;
+    jaxsr.residual_mix) -> restore_images (back to the
     source grid and intensities) -> assemble (acquired slices copied from the
     raw ones bit for bit, unless replace_originals)
 
@@ -39,6 +41,8 @@ from jaxsr.data.preprocess_jax import padded_matrix, percentile_ranks, prepare_i
 from jaxsr.errors import VolumeError
 from jaxsr.interpolate import LatentInterpolator, SlicePlan, batch_ladder_size, mix_latents, padded_size, plan_slices
 from jaxsr.io.nifti import Volume, output_positions, positions_step, resliced_affine
+from jaxsr.mixes import DEFAULT_MIX, RESIDUAL, check_mix
+from jaxsr.residual_mix import residual_mix_batch
 
 
 def count_bucket(count: int) -> int:
@@ -61,7 +65,7 @@ class VolumePlan:
     mix_first, mix_second, mix_alpha: per decoded row t·D + j, the latent rows
     and weight mixed for decoded position j of frame t. from_source, out_index:
     per output row t·P + p, whether it is an acquired slice copied from the
-    source (row out_index there) or decoded row out_index.
+    source (row out_index there) or decoded row out_index. mix: jaxsr.mixes.
     """
 
     source_shape: tuple[int, int, int, int]  # (X, Y, Z, T)
@@ -77,6 +81,7 @@ class VolumePlan:
     mix_alpha: np.ndarray
     from_source: np.ndarray
     out_index: np.ndarray
+    mix: str = DEFAULT_MIX
 
     @property
     def n_source(self) -> int:
@@ -94,8 +99,9 @@ def _padded(values: np.ndarray, rows: int, dtype) -> np.ndarray:
 
 
 def plan_volume(interpolator: LatentInterpolator, config: Any, volume: Volume, *, factor: int | None = None,
-                spacing: float | None = None, replace_originals: bool = False) -> VolumePlan:
+                spacing: float | None = None, replace_originals: bool = False, mix: str = DEFAULT_MIX) -> VolumePlan:
     """The plan for `volume` (its shape, spacing and slice geometry) at the config's in-plane spacing."""
+    check_mix(mix)
     shape = volume.data.shape if volume.is_4d else volume.data.shape + (1,)
     nx, ny, nz, nt = (int(n) for n in shape)
     positions = output_positions(nz, factor=factor, spacing=spacing, slice_spacing_mm=volume.slice_spacing_mm)
@@ -128,6 +134,7 @@ def plan_volume(interpolator: LatentInterpolator, config: Any, volume: Volume, *
         mix_alpha=_padded(alpha, rows[1], np.float32),
         from_source=_padded(np.broadcast_to(from_source, (nt, n_pos)).ravel(), rows[2], bool),
         out_index=_padded(index.ravel(), rows[2], np.int32),
+        mix=mix,
     )
 
 
@@ -191,9 +198,14 @@ def dispatch(interpolator: LatentInterpolator, plan: VolumePlan, layout: np.ndar
     restored = jnp.zeros((plan.rows[1], by, bx), jnp.float32, device=home)
     if plan.n_decoded:
         latents = interpolator.encode_rows(images, plan.n_source)
-        mixed = mix_rows(latents, plan.mix_first, plan.mix_second, plan.mix_alpha)
+        first, second, alpha = (jax.device_put(v, home) for v in (plan.mix_first, plan.mix_second, plan.mix_alpha))
+        mixed = mix_rows(latents, first, second, alpha)
+        if plan.mix == RESIDUAL:
+            recon = interpolator.reconstruct_rows(latents, plan.n_source)
         back_x, back_y = _matrix(px, nx, bx, mx, False, home), _matrix(py, ny, by, my, False, home)
         for start, decoded in interpolator.decode_rows(mixed, plan.n_decoded):
+            if plan.mix == RESIDUAL:  # in the model's [0, 1] space, before the restore
+                decoded = residual_mix_batch(decoded, images, recon, first, second, alpha, start)
             restored = _restore_into(restored, decoded, start, back_x, back_y, lo, hi)
     return OnDevice(assemble(raw, restored, plan.from_source, plan.out_index), lo, hi)
 
@@ -214,9 +226,10 @@ def collect(result: OnDevice, plan: VolumePlan, volume: Volume) -> Volume:
 
 
 def upsample_volume(interpolator: LatentInterpolator, config: Any, volume: Volume, *, factor: int | None = None,
-                    spacing: float | None = None, replace_originals: bool = False) -> Volume:
+                    spacing: float | None = None, replace_originals: bool = False, mix: str = DEFAULT_MIX) -> Volume:
     """jaxsr.interpolate.upsample_volume on the device path: plan, dispatch, collect."""
-    plan = plan_volume(interpolator, config, volume, factor=factor, spacing=spacing, replace_originals=replace_originals)
+    plan = plan_volume(interpolator, config, volume, factor=factor, spacing=spacing, replace_originals=replace_originals,
+                       mix=mix)
     return collect(dispatch(interpolator, plan, host_layout(volume, plan)), plan, volume)
 
 

@@ -23,7 +23,7 @@ import functools
 import logging
 import math
 import os
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +33,8 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxsr.io.nifti import Volume, output_positions, positions_step, resliced_affine
+from jaxsr.mixes import DEFAULT_MIX, RESIDUAL, check_mix
+from jaxsr.residual_mix import residual_mix_batch
 
 logger = logging.getLogger(__name__)
 
@@ -239,12 +241,13 @@ class LatentInterpolator:
         z = parts[0] if count == 1 else jnp.concatenate(parts, axis=0)
         return z[:n]
 
-    def decode(self, latents: jax.Array) -> np.ndarray:
+    def decode(self, latents: jax.Array, finish: Callable[[int, jax.Array], jax.Array] | None = None) -> np.ndarray:
         """Images (M, H, W, 1) on the host from latents (M, h, w, c), in batches.
 
         The next batch is dispatched before the previous one is copied to the
         host, so transfers overlap compute and at most two batches of images
-        are on the device at once.
+        are on the device at once. finish(first row, decoded batch), if given,
+        runs on the device before the copy (the residual mix).
         """
         m = latents.shape[0]
         size, count = self._batches(m)
@@ -254,7 +257,8 @@ class LatentInterpolator:
             if i < count:
                 chunk = _pad_rows(latents[i * size : (i + 1) * size], size)
                 chunk = jax.device_put(chunk, self.batch_sharding)
-                current = (i, _decode_batch(self._static, self._state, chunk))
+                images = _decode_batch(self._static, self._state, chunk)
+                current = (i, images if finish is None else finish(i * size, images))
             else:
                 current = None
             if pending is not None:
@@ -280,14 +284,29 @@ class LatentInterpolator:
         waits for the device.
         """
         size, count = self._batches(n)
-        latents = None
-        for i in range(count):
-            batch = jax.device_put(_take_rows(images, i * size, size), self.batch_sharding)
-            z = jax.device_put(_encode_batch(self._static, self._state, batch), self.home)
-            if latents is None:
-                latents = jnp.zeros((images.shape[0],) + tuple(z.shape[1:]), z.dtype, device=self.home)
-            latents = _put_rows(latents, z, i * size)
-        return latents
+
+        def batches():
+            for i in range(count):
+                batch = jax.device_put(_take_rows(images, i * size, size), self.batch_sharding)
+                yield i * size, jax.device_put(_encode_batch(self._static, self._state, batch), self.home)
+
+        return self._collect_rows(batches(), images.shape[0])
+
+    def reconstruct_rows(self, latents: jax.Array, n: int) -> jax.Array:
+        """D(z) of rows [0, n) of latents on `home` (R rows, whole batches as in decode_rows): (R, H, W, 1) on `home`.
+
+        The residual mix's reconstructions of the acquired slices; nothing waits for the device.
+        """
+        return self._collect_rows(self.decode_rows(latents, n), latents.shape[0])
+
+    def _collect_rows(self, batches: Iterator[tuple[int, jax.Array]], rows: int) -> jax.Array:
+        """(first row, part) batches on `home` written into one (rows, ...) array there, zero past the batches."""
+        out = None
+        for start, part in batches:
+            if out is None:
+                out = jnp.zeros((rows,) + tuple(part.shape[1:]), part.dtype, device=self.home)
+            out = _put_rows(out, part, start)
+        return out
 
     def decode_rows(self, latents: jax.Array, n: int) -> Iterator[tuple[int, jax.Array]]:
         """(first row, images on `home`) for rows [0, n) of latents on `home`, one sharded batch at a time.
@@ -305,15 +324,19 @@ class LatentInterpolator:
         positions: Sequence[float] | np.ndarray,
         *,
         keep_originals: bool = True,
+        mix: str = DEFAULT_MIX,
     ) -> np.ndarray:
         """(X, Y, Z, T) stack -> (X, Y, len(positions), T) by latent interpolation.
 
         keep_originals: output slices at integer positions are copied from
-        `stack` bit for bit; otherwise they are the model's reconstructions.
+        `stack` bit for bit; otherwise they are the model's output there (with
+        mix='latent' its reconstructions, with 'residual' the acquired slices
+        themselves, bit for bit). mix: jaxsr.mixes.
         """
+        check_mix(mix)
         stack = np.asarray(stack, np.float32)
         if stack.ndim == 3:
-            return self.interpolate_stack(stack[..., None], positions, keep_originals=keep_originals)[..., 0]
+            return self.interpolate_stack(stack[..., None], positions, keep_originals=keep_originals, mix=mix)[..., 0]
         if stack.ndim != 4:
             raise ValueError(f"stack must be (X, Y, Z) or (X, Y, Z, T), got shape {stack.shape}")
         nx, ny, nz, nt = stack.shape
@@ -336,11 +359,35 @@ class LatentInterpolator:
         alpha = jnp.asarray(plan.alpha[decode_idx])
         z_new = _interpolate_latents_jit(z, lower, alpha)  # (T, P', h, w, c)
         z_new = z_new.reshape((nt * decode_idx.size,) + tuple(z_new.shape[2:]))
+        finish = None
+        if mix == RESIDUAL:
+            # Row t·P' + j of z_new mixes acquired rows t·Z + lower and the next one.
+            first = (np.arange(nt)[:, None] * nz + plan.lower[decode_idx][None, :]).ravel().astype(np.int32)
+            finish = self._residual_finish(images, z.reshape((nt * nz,) + tuple(z.shape[2:])), first,
+                                           np.tile(plan.alpha[decode_idx], nt))
 
-        decoded = self.decode(z_new)[..., 0]  # (T·P', X', Y')
+        decoded = self.decode(z_new, finish)[..., 0]  # (T·P', X', Y')
         decoded = decoded.reshape(nt, decode_idx.size, px, py)[:, :, :nx, :ny]
         out[:, :, decode_idx, :] = np.transpose(decoded, (2, 3, 1, 0))
         return out
+
+    def _residual_finish(self, images: np.ndarray, z: jax.Array, first: np.ndarray,
+                         alpha: np.ndarray) -> Callable[[int, jax.Array], jax.Array]:
+        """decode()'s finish for the residual mix: the acquired rows and their reconstructions wait on `home`.
+
+        images (N, H, W, 1) on the host and their latents z (N, ...) go to
+        `home` padded to whole batches; first, alpha: per decoded row.
+        """
+        size, count = self._batches(images.shape[0])
+        acquired = jax.device_put(_pad_rows(images, size * count), self.home)
+        recon = self.reconstruct_rows(jax.device_put(_pad_rows(z, size * count), self.home), images.shape[0])
+        size, count = self._batches(first.size)
+        first, second, alpha = (jax.device_put(_pad_rows(v, size * count), self.home) for v in (first, first + 1, alpha))
+
+        def finish(start: int, decoded: jax.Array) -> jax.Array:
+            return residual_mix_batch(jax.device_put(decoded, self.home), acquired, recon, first, second, alpha, start)
+
+        return finish
 
 
 # ----------------------------------------------------------------------------
@@ -427,6 +474,7 @@ def upsample_volume(
     spacing: float | None = None,
     replace_originals: bool = False,
     preprocess: str = "device",
+    mix: str = DEFAULT_MIX,
 ) -> Volume:
     """A thin-slice Volume from a thick-slice one (3D or 4D), geometry exact.
 
@@ -436,15 +484,18 @@ def upsample_volume(
     output assembly as jitted programs next to the model (jaxsr.device_pipeline);
     'scipy' prepares and restores on the host (prepare_volume, finish_volume),
     the reference the device path is tested against. `jaxsr reprocess` runs
-    the same stages on separate threads.
+    the same stages on separate threads. mix: how new slices are made from
+    the latents (jaxsr.mixes), applied in the model's [0, 1] space before the
+    restore.
     """
     if preprocess == "device":
         from jaxsr import device_pipeline
 
         return device_pipeline.upsample_volume(interpolator, config, volume, factor=factor, spacing=spacing,
-                                               replace_originals=replace_originals)
+                                               replace_originals=replace_originals, mix=mix)
     if preprocess != "scipy":
         raise ValueError(f"preprocess must be one of {PREPROCESSING}, got {preprocess!r}")
     prepared = prepare_volume(volume, config, factor=factor, spacing=spacing)
-    interpolated = interpolator.interpolate_stack(prepared.stack, prepared.positions, keep_originals=not replace_originals)
+    interpolated = interpolator.interpolate_stack(prepared.stack, prepared.positions, keep_originals=not replace_originals,
+                                                  mix=mix)
     return finish_volume(prepared, interpolated, replace_originals=replace_originals)

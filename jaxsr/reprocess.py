@@ -56,6 +56,7 @@ from jaxsr.interpolate import LatentInterpolator, upsample_volume
 from jaxsr.io import archive
 from jaxsr.io.atomic import TEMP_MARKER, atomic_output, check_output, write_bytes_atomic
 from jaxsr.io.nifti import Volume, encode, load
+from jaxsr.mixes import DEFAULT_MIX
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class UpsampleSettings:
     """What an output is asked to be (`--factor` or `--spacing`, and the rest), recorded in its sidecar.
 
     preprocess: 'device' (jaxsr.device_pipeline) or 'scipy' (the host reference).
+    mix: how new slices are made from the latents (jaxsr.mixes).
     """
 
     factor: int | None = None
@@ -91,6 +93,7 @@ class UpsampleSettings:
     keep_dtype: bool = False
     checkpoint: str | os.PathLike | None = None
     preprocess: str = "device"
+    mix: str = DEFAULT_MIX
 
 
 def build_sidecar(
@@ -103,6 +106,7 @@ def build_sidecar(
         "spacing_mm": settings.spacing,
         "replace_originals": bool(settings.replace_originals),
         "preprocess": settings.preprocess,
+        "mix": settings.mix,
         "checkpoint": os.path.abspath(settings.checkpoint) if settings.checkpoint is not None else None,
         "config": config_to_dict(config),
         "source": {
@@ -159,7 +163,8 @@ def upsample_file(interpolator: LatentInterpolator, config: Any, source: str | o
     volume = load(source)  # VolumeError for anything unreadable, before hashing
     sha = archive.sha256_file(source)
     result = upsample_volume(interpolator, config, volume, factor=settings.factor, spacing=settings.spacing,
-                             replace_originals=settings.replace_originals, preprocess=settings.preprocess)
+                             replace_originals=settings.replace_originals, preprocess=settings.preprocess,
+                             mix=settings.mix)
     nifti, sidecar = encode_upsampled(volume, result, output, source_sha256=sha, config=config, settings=settings)
     write_result(output, nifti, sidecar, overwrite=overwrite)
     return result

@@ -40,7 +40,7 @@ class DeviceStages:
     def prepare(self, volume: Volume) -> Any:
         s = self.settings
         plan = self.pipeline.plan_volume(self.interpolator, self.config, volume, factor=s.factor, spacing=s.spacing,
-                                         replace_originals=s.replace_originals)
+                                         replace_originals=s.replace_originals, mix=s.mix)
         return plan, self.pipeline.host_layout(volume, plan)
 
     def start(self, prepared: Any) -> Any:
@@ -66,7 +66,8 @@ class ScipyStages:
 
     def start(self, prepared: Any) -> Any:
         return self.interpolator.interpolate_stack(prepared.stack, prepared.positions,
-                                                   keep_originals=not self.settings.replace_originals)
+                                                   keep_originals=not self.settings.replace_originals,
+                                                   mix=self.settings.mix)
 
     def wait(self, started: Any) -> None:
         pass  # interpolate_stack returned host arrays

@@ -69,3 +69,41 @@ def residual_mix_stack(stack: jax.Array, recon: jax.Array, decoded: jax.Array, l
 
 
 residual_mix_stack_jit = jax.jit(residual_mix_stack)
+
+
+def residual_mix_rows(decoded: jax.Array, images: jax.Array, recon: jax.Array, first: jax.Array, second: jax.Array,
+                      alpha: jax.Array) -> jax.Array:
+    """Decoded rows (B, H, W, 1) mixed with the acquired rows they came from: residual_mix vmapped over rows.
+
+    images, recon: (R, H, W, 1) acquired slices (model input) and their
+    reconstructions, the row layout the latents were encoded in; first,
+    second, alpha: (B,) each decoded row's pair of acquired rows and weight,
+    as mixed in the latents (jaxsr.interpolate, jaxsr.device_pipeline).
+
+    At alpha exactly 0 or 1 the endpoint's reconstruction stands in for the
+    decoded row: mathematically the same image, but a decoder run in another
+    batch (another size, other neighbours) may sum in another order on some
+    backends, and the acquired slice must come back bit for bit.
+    """
+
+    def one_row(d, i, j, a):
+        x0, x1, r0, r1 = images[i], images[j], recon[i], recon[j]
+        d = jnp.where(a == 0, r0, jnp.where(a == 1, r1, d))
+        return residual_mix(d, x0, x1, r0, r1, a)
+
+    return jax.vmap(one_row)(decoded, first, second, alpha)
+
+
+@jax.jit
+def residual_mix_batch(decoded: jax.Array, images: jax.Array, recon: jax.Array, first: jax.Array, second: jax.Array,
+                       alpha: jax.Array, start: jax.Array) -> jax.Array:
+    """residual_mix_rows for one decoded batch, rows [start, start + B) of the index arrays.
+
+    The start is traced, so one program serves every batch of a size; the
+    index arrays must hold whole batches (a shorter one would be clamped).
+    """
+
+    def take(v):
+        return jax.lax.dynamic_slice_in_dim(v, start, decoded.shape[0])
+
+    return residual_mix_rows(decoded, images, recon, take(first), take(second), take(alpha))

@@ -7,6 +7,8 @@ import inspect
 import pathlib
 from typing import Callable
 
+from jaxsr.mixes import DEFAULT_MIX, MIXES
+
 # jaxsr.interpolate.DEFAULT_BATCH_SIZE (a test keeps them equal): importing jax here would
 # make every `jaxsr --help` wait two seconds.
 BATCH_SIZE = 64
@@ -53,6 +55,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     grid.add_argument("--factor", type=positive_int, help="k: k-1 new slices between each pair of acquired slices")
     grid.add_argument("--spacing", type=positive_float, metavar="MM", help="target slice spacing in mm (output spans first to last acquired slice)")
     parser.add_argument("--replace-originals", action="store_true", help="use the model's reconstructions for the acquired slices too (as in the paper's evaluation); default keeps them bit-identical")
+    parser.add_argument("--mix", choices=MIXES, default=DEFAULT_MIX,
+                        help="how a new slice is made from its neighbours: 'latent' decodes their blended latents (the "
+                             "paper); 'residual' also adds back their reconstruction residuals, blended the same way, "
+                             f"keeping detail the decoder cannot reproduce (default {DEFAULT_MIX})")
     parser.add_argument("--keep-dtype", action="store_true", help="write the input's data type (rounded and clipped) instead of float32")
     parser.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE, help=f"slices per device batch; lower it if the device runs out of memory (default {BATCH_SIZE})")
 
@@ -62,4 +68,4 @@ def upsample_settings(args: argparse.Namespace):
     from jaxsr.reprocess import UpsampleSettings
 
     return UpsampleSettings(factor=args.factor, spacing=args.spacing, replace_originals=args.replace_originals,
-                            keep_dtype=args.keep_dtype, checkpoint=args.checkpoint)
+                            keep_dtype=args.keep_dtype, checkpoint=args.checkpoint, mix=args.mix)
