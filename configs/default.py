@@ -55,6 +55,9 @@ def get_config() -> ml_collections.ConfigDict:
     # decode(z(n)/2 + z(n+2)/2) against slice n+1 (needs data.triplets): MSE and 1 - SSIM weights.
     c.loss.interp_weight = 0.0
     c.loss.interp_ssim_weight = 0.0
+    # 1 - SSIM of the reconstruction of the input slice, beside its MSE: MSE alone blurs fine
+    # texture that SSIM (and the eye) weighs; 0 is off (the paper's loss).
+    c.loss.recon_ssim_weight = 0.0
 
     c.optim = ml_collections.ConfigDict()
     c.optim.learning_rate = 1e-5

@@ -29,12 +29,22 @@ def make_optimizer(optim_cfg, total_steps: int) -> optax.GradientTransformation:
     return optax.chain(*parts)
 
 
+def _mean_ssim(prediction: jax.Array, target: jax.Array) -> jax.Array:
+    """Batch-mean SSIM of the prediction clipped to [0, 1]: jaxsr.metrics' SSIM (dm-pix's defaults)."""
+    return jnp.mean(dm_pix.ssim(jnp.clip(prediction, 0, 1), target, max_val=1.0))
+
+
 def losses(model, batch: dict, loss_cfg) -> tuple[jax.Array, dict]:
-    """MSE reconstruction, plus the triplet interpolation loss when weighted."""
+    """MSE reconstruction, plus 1 - SSIM of it and the triplet interpolation loss when weighted."""
     x = batch["image"]
     recon = model(x)
     mse = jnp.mean((recon - x) ** 2)
     total, metrics = mse, {"recon_mse": mse}
+    w_recon_ssim = float(loss_cfg.recon_ssim_weight)
+    if w_recon_ssim:
+        recon_ssim = _mean_ssim(recon, x)
+        metrics["recon_ssim"] = recon_ssim
+        total = total + w_recon_ssim * (1.0 - recon_ssim)
     w_mse = float(loss_cfg.interp_weight)
     w_ssim = float(loss_cfg.interp_ssim_weight)
     if (w_mse or w_ssim) and "triplet" in batch:
@@ -47,7 +57,7 @@ def losses(model, batch: dict, loss_cfg) -> tuple[jax.Array, dict]:
         metrics["interp_mse"] = interp_mse
         total = total + w_mse * interp_mse
         if w_ssim:
-            ssim = jnp.mean(dm_pix.ssim(jnp.clip(middle, 0, 1), target, max_val=1.0))
+            ssim = _mean_ssim(middle, target)
             metrics["interp_ssim"] = ssim
             total = total + w_ssim * (1.0 - ssim)
     metrics["loss"] = total
