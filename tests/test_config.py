@@ -67,7 +67,8 @@ def test_unknown_name_lists_the_named_configs():
 @pytest.mark.parametrize("body, message", [
     ("c = default.get_config()\n    del c.data['loader']", r"mine.py: missing data.loader; start from jaxsr.configs.default"),
     ("c = default.get_config()\n    c.train.stepz = 3", r"mine.py: unknown key train.stepz "),
-    ("c = ml_collections.ConfigDict({'seed': 1})", r"mine.py: missing data.crop_size, data.gamma_range, data.intensity_aug, data.loader and 23 more; "),
+    ("c = ml_collections.ConfigDict({'seed': 1})", r"mine.py: missing data.crop_size, data.gamma_range, data.intensity_aug, data.loader "
+                                                  rf"and {len(config_lib._leaf_keys(default.get_config())) - 5} more; "),
     ("c = {}", r"mine.py: get_config\(\) returned dict, not an ml_collections.ConfigDict"),
     ("raise RuntimeError('two\\nlines')", r"mine.py: could not load config \(RuntimeError: two\)$"),
 ])

@@ -136,3 +136,37 @@ def test_empty_or_missing_folder_is_a_user_error(tmp_path):
     (tmp_path / "acdc" / "training" / "patient001").mkdir(parents=True)
     with pytest.raises(UserError, match="patient001: no patient001_4d.nii.gz"):
         datasets.make_split(tmp_path / "acdc")
+
+
+# ----------------------------------------------------------------------------
+# all-train: fitting the archive one means to upsample
+
+
+def test_all_train_split_holds_every_volume_in_training(tmp_path, acdc):
+    root = tmp_path / "vols"
+    names = sorted(f"site{i % 3}/scan_{i:02d}.nii.gz" for i in range(12))
+    for name in names:
+        _nifti(root / name, (4, 4, 3))
+    split = datasets.make_split(root, kind=datasets.ALL_TRAIN)
+    assert split["kind"] == "all-train" and split["train"] == names and split["test"] == []
+    assert split["validation"] == names[::datasets.VALIDATION_EVERY] == names[0:12:5]  # in-sample, deterministic
+    # ACDC: every patient trains, the 12 test patients too.
+    acdc_split = datasets.make_split(acdc, kind=datasets.ALL_TRAIN)
+    assert [pathlib.PurePosixPath(r).parent.name for r in acdc_split["train"]] == [f"patient{n:03d}" for n in range(1, 101)]
+    assert set(acdc_split["validation"]) <= set(acdc_split["train"]) and len(acdc_split["validation"]) == 20
+    # Its file reads back (validation inside train is what this kind means), and training keeps it.
+    split_file = tmp_path / "split.json"
+    assert datasets.resolve_split(root, split_file, datasets.ALL_TRAIN) == split
+    assert datasets.read_split(split_file) == split
+    assert datasets.volumes_for_split(root, "train", split_file) == [root / n for n in names]
+    with pytest.raises(UserError, match=f"^{split_file}: the split is all-train, not held-out; "):
+        datasets.resolve_split(root, split_file, datasets.HELD_OUT)
+    held_out = tmp_path / "held_out.json"
+    datasets.resolve_split(root, held_out)
+    with pytest.raises(UserError, match=f"^{held_out}: the split is folder, not all-train; "):
+        datasets.resolve_split(root, held_out, datasets.ALL_TRAIN)
+    split_file.write_text(json.dumps({**split, "validation": ["elsewhere.nii.gz"]}))
+    with pytest.raises(UserError, match=f"^{split_file}: an all-train split lists elsewhere.nii.gz outside 'train'$"):
+        datasets.read_split(split_file)
+    with pytest.raises(UserError, match="unknown split kind 'all'"):
+        datasets.make_split(root, kind="all")

@@ -11,6 +11,12 @@ Any other folder of .nii/.nii.gz volumes (3D or 4D, any names, nested) splits
 80/10/10 by a stable hash of each file's path relative to the folder, so
 adding files never moves an existing one to another split.
 
+The "all-train" split is for fitting a model to the archive one means to
+upsample (the method needs no high-resolution data, so that is legitimate):
+every volume trains, every VALIDATION_EVERY-th of them (sorted, the first
+included) also validates. That validation is in-sample: its loss says how
+well the model fits these scans, not how it does on unseen ones.
+
 A split is a JSON file listing relative paths per split. Training writes it
 to its workdir on the first run and reads it on every later one, so a run and
 its resumptions see the same patients even if the folder changes; the test
@@ -26,6 +32,7 @@ import pathlib
 
 import numpy as np
 
+from jaxsr.data.split_kinds import ALL_TRAIN, HELD_OUT, SPLIT_KINDS, VALIDATION_EVERY
 from jaxsr.errors import UserError
 from jaxsr.io import nifti
 
@@ -131,14 +138,19 @@ def _is_acdc_itself(names: list[str]) -> bool:
     return set(ACDC_TEST) <= set(names)
 
 
-def make_split(data_dir, seed: int = SPLIT_SEED) -> dict:
+def make_split(data_dir, seed: int = SPLIT_SEED, *, kind: str = HELD_OUT) -> dict:
     """The split of `data_dir` as {'kind', 'seed', 'train': [...], 'validation': [...], 'test': [...]}.
 
-    Entries are paths relative to `data_dir` (POSIX), sorted.
+    Entries are paths relative to `data_dir` (POSIX), sorted. kind=ALL_TRAIN:
+    see `all_train_split`.
     """
     data_dir = pathlib.Path(data_dir)
     if not data_dir.is_dir():
         raise UserError(f"{data_dir}: no such data folder")
+    if kind == ALL_TRAIN:
+        return all_train_split(data_dir)
+    if kind != HELD_OUT:
+        raise UserError(f"unknown split kind {kind!r}; expected one of {', '.join(SPLIT_KINDS)}")
     if acdc_root(data_dir) is not None:
         patients = read_acdc(data_dir)
         names = [p.name for p in patients]
@@ -154,13 +166,29 @@ def make_split(data_dir, seed: int = SPLIT_SEED) -> dict:
         groups = {"test": test, "validation": val, "train": set(rest) - val}
         split = {k: sorted(rel[n] for n in groups[k]) for k in SPLITS}
         return {"kind": "acdc", "seed": seed, **split}
+    bounds = {"train": (0.0, 0.8), "validation": (0.8, 0.9), "test": (0.9, 1.0)}
+    rel = _folder_volumes(data_dir)
+    split = {k: [r for r in rel if lo <= _hash_fraction(r) < hi] for k, (lo, hi) in bounds.items()}
+    return {"kind": "folder", "seed": None, **split}
+
+
+def _folder_volumes(data_dir: pathlib.Path) -> list[str]:
+    """Every .nii/.nii.gz under `data_dir` (hidden files left out), relative, sorted."""
     files = sorted(p for p in data_dir.rglob("*") if nifti.is_nifti_path(p) and not p.name.startswith("."))
     if not files:
         raise UserError(f"{data_dir}: no .nii or .nii.gz files")
-    bounds = {"train": (0.0, 0.8), "validation": (0.8, 0.9), "test": (0.9, 1.0)}
-    rel = [f.relative_to(data_dir).as_posix() for f in files]
-    split = {k: [r for r in rel if lo <= _hash_fraction(r) < hi] for k, (lo, hi) in bounds.items()}
-    return {"kind": "folder", "seed": None, **split}
+    return [f.relative_to(data_dir).as_posix() for f in files]
+
+
+def all_train_split(data_dir) -> dict:
+    """Every volume of `data_dir` in 'train' (ACDC: every patient's cine, the test patients' too), none in 'test';
+    'validation' is every VALIDATION_EVERY-th of them, so it is in-sample."""
+    data_dir = pathlib.Path(data_dir)
+    if acdc_root(data_dir) is not None:
+        rel = sorted(p.cine.relative_to(data_dir).as_posix() for p in read_acdc(data_dir))
+    else:
+        rel = _folder_volumes(data_dir)
+    return {"kind": ALL_TRAIN, "seed": None, "train": rel, "validation": rel[::VALIDATION_EVERY], "test": []}
 
 
 def read_split(path) -> dict:
@@ -171,6 +199,12 @@ def read_split(path) -> dict:
         raise UserError(f"{path}: cannot read the split file ({e.__class__.__name__}: {e})") from None
     if not isinstance(split, dict) or any(not isinstance(split.get(k), list) for k in SPLITS):
         raise UserError(f"{path}: not a split file (needs lists 'train', 'validation' and 'test')")
+    if split.get("kind") == ALL_TRAIN:
+        train = set(split["train"])
+        outside = [e for e in split["validation"] + split["test"] if e not in train]
+        if outside:
+            raise UserError(f"{path}: an all-train split lists {outside[0]} outside 'train'")
+        return split
     seen: dict = {}
     for k in SPLITS:
         for entry in split[k]:
@@ -186,11 +220,18 @@ def write_split(path, split: dict) -> None:
     write_bytes_atomic(path, (json.dumps(split, indent=1) + "\n").encode(), overwrite=True)
 
 
-def resolve_split(data_dir, split_file=None) -> dict:
-    """The split in `split_file` when it exists; else made (and written there, if given)."""
+def resolve_split(data_dir, split_file=None, kind: str | None = None) -> dict:
+    """The split in `split_file` when it exists; else made (of `kind`, default held-out; written there, if given).
+
+    A `kind` the existing file does not hold is an error: a run keeps the split it started with.
+    """
     if split_file is not None and pathlib.Path(split_file).exists():
-        return read_split(split_file)
-    split = make_split(data_dir)
+        split = read_split(split_file)
+        if kind is not None and (split.get("kind") == ALL_TRAIN) != (kind == ALL_TRAIN):
+            raise UserError(f"{split_file}: the split is {split.get('kind')}, not {kind}; "
+                            "a run keeps its split (use a new --workdir)")
+        return split
+    split = make_split(data_dir, kind=kind or HELD_OUT)
     if split_file is not None:
         write_split(split_file, split)
     return split
@@ -208,12 +249,12 @@ def volumes_for_split(data_dir, split: str, split_file=None) -> list[pathlib.Pat
     return paths
 
 
-def preprocess_files(paths, target_mm: float) -> list[np.ndarray]:
-    """Each volume read and preprocessed as in the paper: (X, Y, Z[, T]) in [0, 1] at `target_mm` in-plane."""
+def preprocess_files(paths, target_mm: float | None) -> list[np.ndarray]:
+    """Each volume read and preprocessed as in the paper: (X, Y, Z[, T]) in [0, 1] at `target_mm` in-plane (None: native)."""
     from jaxsr.data.preprocess import preprocess_volume
 
     return [preprocess_volume(nifti.load(f), target_mm)[0] for f in paths]
 
 
-def load_stacks(data_dir, split: str, target_mm: float, split_file=None) -> list[np.ndarray]:
+def load_stacks(data_dir, split: str, target_mm: float | None, split_file=None) -> list[np.ndarray]:
     return preprocess_files(volumes_for_split(data_dir, split, split_file), target_mm)

@@ -7,13 +7,14 @@ resampled to the config's data.target_spacing_mm), with the volume it came from
 rebuilt (`load_stacks`). Splits are jaxsr's (datasets.make_split): for ACDC the
 paper's 12 test patients and a fixed 70 / 18 train / validation split.
 
-    builder = tfds_cine.builder(manual_dir="/data/ACDC", target_mm=config.data.target_spacing_mm,
+    builder = tfds_cine.builder(manual_dir="/data/ACDC", target_mm=target_spacing(config),
                                 data_dir="~/tensorflow_datasets")
     ds = builder.as_dataset(split="train")
 
-The spacing is the builder config (one per spacing, e.g. `1.4mm`): the
-prepared files depend on it, so TFDS keeps each spacing in its own folder and
-never serves slices prepared at another. The one predefined config is the base
+The spacing is the builder config (one per spacing, e.g. `1.4mm`, and `native`
+for target_mm=None, each volume's own grid): the prepared files depend on it,
+so TFDS keeps each spacing in its own folder and never serves slices prepared
+at another. The one predefined config is the base
 config's spacing (jaxsr.configs.default), which `tfds build` and
 `tfds.builder("cine_slices")` use.
 """
@@ -27,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from jaxsr.config import NATIVE, target_spacing
 from jaxsr.configs import default
 from jaxsr.data import datasets
 
@@ -34,11 +36,14 @@ tf.config.set_visible_devices([], "GPU")
 
 
 class CineSlicesConfig(tfds.core.BuilderConfig):
-    """The in-plane spacing the volumes are resampled to."""
+    """The in-plane spacing the volumes are resampled to (None: none, each volume's own)."""
 
-    def __init__(self, *, target_mm: float):
-        super().__init__(name=f"{target_mm:g}mm", description=f"slices resampled to {target_mm:g} mm in-plane")
-        self.target_mm = float(target_mm)
+    def __init__(self, *, target_mm: float | None):
+        if target_mm is None:
+            super().__init__(name=NATIVE, description="slices at each volume's own in-plane spacing (not resampled)")
+        else:
+            super().__init__(name=f"{target_mm:g}mm", description=f"slices resampled to {target_mm:g} mm in-plane")
+        self.target_mm = None if target_mm is None else float(target_mm)
 
 
 class CineSlices(tfds.core.GeneratorBasedBuilder):
@@ -46,7 +51,7 @@ class CineSlices(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First release: percentile-scaled, in-plane resampled slices with patient/frame/slice index."}
-    BUILDER_CONFIGS = [CineSlicesConfig(target_mm=default.get_config().data.target_spacing_mm)]
+    BUILDER_CONFIGS = [CineSlicesConfig(target_mm=target_spacing(default.get_config()))]
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Point manual_dir at an ACDC copy (the folder holding training/ or database/training/, from "
         "https://www.creatis.insa-lyon.fr/Challenge/acdc/) or at any folder of 3D/4D .nii/.nii.gz volumes."
@@ -94,11 +99,11 @@ class CineSlices(tfds.core.GeneratorBasedBuilder):
                     }
 
 
-def builder(*, manual_dir, target_mm: float, data_dir=None) -> CineSlices:
-    """The builder for slices at `target_mm`, prepared (built once, then read from `data_dir`)."""
+def builder(*, manual_dir, target_mm: float | None, data_dir=None) -> CineSlices:
+    """The builder for slices at `target_mm` (None: native), prepared (built once, then read from `data_dir`)."""
     # TFDS refuses a new config object named like a predefined one: reuse that one.
     predefined = {c.target_mm: c for c in CineSlices.BUILDER_CONFIGS}
-    target_mm = float(target_mm)
+    target_mm = None if target_mm is None else float(target_mm)
     config = predefined[target_mm] if target_mm in predefined else CineSlicesConfig(target_mm=target_mm)
     b = CineSlices(config=config, data_dir=data_dir)
     b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))

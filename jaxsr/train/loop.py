@@ -23,7 +23,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxsr import parallel
-from jaxsr.config import from_json, to_json, validate
+from jaxsr.config import from_json, target_spacing, to_json, validate
 from jaxsr.data import slice_table
 from jaxsr.errors import UserError
 from jaxsr.progress import Progress
@@ -64,19 +64,22 @@ class Run:
     best: object
 
 
-def train(config, workdir, data_dir, *, stacks=None, val_stacks=None, show_progress: bool = True, stop_after: int | None = None, devices=None) -> dict:
+def train(config, workdir, data_dir, *, stacks=None, val_stacks=None, show_progress: bool = True, stop_after: int | None = None,
+          devices=None, split_kind: str | None = None) -> dict:
     """Trains (or resumes) in `workdir`; returns {'state', 'graphdef', 'val' (last validation metrics), 'loader'}.
 
     `stacks`/`val_stacks` (lists of (X, Y, Z[, T]) arrays in [0, 1]) replace the
     dataset in tests. `stop_after` stops after that many steps of this call, as
     an interruption would. `devices` restricts the mesh (default: all devices).
+    `split_kind` (datasets.SPLIT_KINDS) makes a new run's split; a resumed run
+    keeps the one in its workdir (None: whichever, held-out for a new run).
     """
-    run = setup(config, workdir, data_dir, stacks=stacks, val_stacks=val_stacks, devices=devices)
+    run = setup(config, workdir, data_dir, stacks=stacks, val_stacks=val_stacks, devices=devices, split_kind=split_kind)
     state, start = restore(run)
     return loop(run, state, start, show_progress=show_progress, stop_after=stop_after)
 
 
-def setup(config, workdir, data_dir, *, stacks=None, val_stacks=None, devices=None) -> Run:
+def setup(config, workdir, data_dir, *, stacks=None, val_stacks=None, devices=None, split_kind: str | None = None) -> Run:
     """Checks the config and the workdir, loads the data, writes the run's config and split, builds the inputs."""
     validate(config)
     workdir = pathlib.Path(workdir)
@@ -86,7 +89,7 @@ def setup(config, workdir, data_dir, *, stacks=None, val_stacks=None, devices=No
         raise UserError(f"train.batch_size={global_batch} must be a multiple of the device count ({n_dev})")
     _check_same_model(config, workdir)
     # Data first: a bad volume must fail the run before anything is written.
-    stacks, val_stacks, split = _load_data(config, workdir, data_dir, stacks, val_stacks)
+    stacks, val_stacks, split = _load_data(config, workdir, data_dir, stacks, val_stacks, split_kind)
     workdir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
         (workdir / ckpt.CONFIG_FILE).write_text(to_json(config))
@@ -228,23 +231,28 @@ def _check_same_model(config, workdir: pathlib.Path) -> None:
                         "use a new --workdir")
 
 
-def _load_data(config, workdir: pathlib.Path, data_dir, stacks, val_stacks):
+def _load_data(config, workdir: pathlib.Path, data_dir, stacks, val_stacks, split_kind: str | None):
     """(training stacks (X, Y, Z, T), validation stacks, the split to write or None).
 
     The split is kept beside the checkpoints, so a resumed run trains on the
-    same patients even if the data folder changed since.
+    same patients even if the data folder changed since. It is written by the
+    caller, after the data loaded: a bad volume fails the run before anything is written.
     """
     from jaxsr.data import datasets
 
     split_path = workdir / SPLIT_FILE
     split = None
     if stacks is None or val_stacks is None:
-        split = datasets.read_split(split_path) if split_path.exists() else datasets.make_split(data_dir)
-    target_mm = float(config.data.target_spacing_mm)
+        split = datasets.resolve_split(data_dir, split_path if split_path.exists() else None, split_kind)
+    target_mm = target_spacing(config)
+    loaded = {}
     if stacks is None:
         stacks = datasets.preprocess_files([pathlib.Path(data_dir) / r for r in split["train"]], target_mm)
+        loaded = dict(zip(split["train"], stacks))
     if val_stacks is None:
-        val_stacks = datasets.preprocess_files([pathlib.Path(data_dir) / r for r in split["validation"]], target_mm)
+        # all-train validates on training volumes: preprocessed once.
+        val_stacks = [loaded[r] if r in loaded else datasets.preprocess_files([pathlib.Path(data_dir) / r], target_mm)[0]
+                      for r in split["validation"]]
     stacks = [slice_table.as_4d(s) for s in stacks]
     val_stacks = [slice_table.as_4d(s) for s in val_stacks]
     if config.data.triplets:
