@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cpus", default=None, help="comma-separated CPU ids every worker is pinned to (default: all)")
     parser.add_argument("--threads", type=int, default=None, help="threads per worker (default: one per CPU)")
     parser.add_argument("--loop-steps", type=int, default=None,
-                        help="N for `jaxsr train`'s images/s from runs of N and 2N steps (0: skip)")
+                        help="steps of the `jaxsr train` run whose logged images/s the train suite reports (0: skip)")
     parser.add_argument("--protocols", default=None, help="real suite: SOURCE:AXIS:K,... (see python -m benchmarks.suite_real --help)")
     parser.add_argument("--steps", type=int, default=None, help="real suite: training steps (default: the config's)")
     parser.add_argument("--volume", default=None, help="real suite: a thin-slice NIfTI of your own, source 'file'")
