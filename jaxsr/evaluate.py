@@ -16,6 +16,10 @@ autoencoder function must NOT keep originals (`keep_originals=False`); this
 module puts originals back itself where it wants them (the through-plane
 figure).
 
+The autoencoder is scored twice: 'ae', the paper's latent mix, and
+'ae_residual', the detail-preserving mix (jaxsr.residual_mix; at a kept slice
+it returns the acquired slice itself, like the baselines).
+
 Every method is a function `(stack (X, Y, Z, T), positions (P,)) -> (X, Y, P, T)`,
 which makes the protocol testable without a model. All frames of a volume go
 through each method in one call, and all methods' slices through each metric
@@ -43,7 +47,8 @@ import jaxsr
 from jaxsr import stats
 from jaxsr.errors import UserError
 from jaxsr.io.atomic import atomic_folder, check_folder_output
-from jaxsr.scores import AE, BASELINES, METRICS, MetricFn, ScoreTable, score_methods
+from jaxsr.mixes import LATENT, RESIDUAL
+from jaxsr.scores import AE, AE_RESIDUAL, BASELINES, METRICS, MetricFn, ScoreTable, score_methods
 
 if TYPE_CHECKING:  # jax is imported only when a model is evaluated
     from jaxsr.interpolate import LatentInterpolator
@@ -346,7 +351,7 @@ def evaluate_volumes(
         if len(examples) < n_examples:
             examples.append(qualitative_example(result))
         if through_plane is None and through_plane_factor:
-            shown = {m: fn for m, fn in methods.items() if m in (AE, "linear")} or dict(methods)
+            shown = {m: fn for m, fn in methods.items() if m in (AE, AE_RESIDUAL, "linear")} or dict(methods)
             through_plane = through_plane_example(
                 stack, shown, name=name, inplane_mm=volume.spacing[1] if target_mm is None else target_mm, slice_mm=volume.slice_spacing_mm,
                 factor=through_plane_factor)
@@ -376,13 +381,18 @@ def default_metrics() -> dict[str, MetricFn]:
     return {"ssim": metrics.ssim, "psnr": metrics.psnr, "vif": metrics.vif}
 
 
-def autoencoder_method(interpolator: LatentInterpolator) -> InterpolateFn:
-    """The autoencoder as a protocol method: its own reconstructions at integer positions too."""
+def autoencoder_method(interpolator: LatentInterpolator, mix: str = LATENT) -> InterpolateFn:
+    """The autoencoder as a protocol method: its own output at integer positions too (mix: jaxsr.mixes)."""
 
     def fn(stack: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        return interpolator.interpolate_stack(stack, positions, keep_originals=False)
+        return interpolator.interpolate_stack(stack, positions, keep_originals=False, mix=mix)
 
     return fn
+
+
+def autoencoder_methods(interpolator: LatentInterpolator) -> dict[str, InterpolateFn]:
+    """Both mixes as protocol methods, whatever the product's default: 'ae' (the paper's) and 'ae_residual'."""
+    return {AE: autoencoder_method(interpolator, LATENT), AE_RESIDUAL: autoencoder_method(interpolator, RESIDUAL)}
 
 
 def versions() -> dict[str, str]:
@@ -443,7 +453,7 @@ def run_evaluation(
     if full_fov is False and crop_size < 1:
         raise UserError(f"crop size must be positive, got {crop_size}")
     crop = None if full_fov else crop_size
-    methods = {AE: autoencoder_method(interpolator), **baseline_methods()}
+    methods = {**autoencoder_methods(interpolator), **baseline_methods()}
     log.info("evaluating %d volume(s) from %s (%s split), crop %s", len(paths), data_dir, split,
              "full field of view" if crop is None else f"{crop}x{crop}")
     evaluation = evaluate_volumes(paths, methods, default_metrics(), crop_size=crop, target_mm=target_mm,

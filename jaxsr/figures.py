@@ -28,9 +28,9 @@ PANEL_COLUMN_PX = 220
 PANEL_HEIGHT_PX = 460
 THROUGH_PLANE_PX = (1200, 330)
 
-METHOD_NAMES = {"ae": "Autoencoder", "linear": "Linear", "bspline": "B-spline", "lanczos": "Lanczos"}
+METHOD_NAMES = {"ae": "Autoencoder", "ae_residual": "AE + residuals", "linear": "Linear", "bspline": "B-spline", "lanczos": "Lanczos"}
 METRIC_NAMES = {"ssim": "SSIM", "psnr": "PSNR (dB)", "vif": "VIF"}
-METHOD_COLOURS = {"ae": "#d62728", "linear": "#1f77b4", "bspline": "#2ca02c", "lanczos": "#9467bd"}
+METHOD_COLOURS = {"ae": "#d62728", "ae_residual": "#ff7f0e", "linear": "#1f77b4", "bspline": "#2ca02c", "lanczos": "#9467bd"}
 
 
 def method_name(method: str) -> str:

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 LONG_NAMES = {
     "ae": "the autoencoder",
+    "ae_residual": "the autoencoder with its residuals added back",
     "linear": "linear interpolation",
     "bspline": "B-spline interpolation",
     "lanczos": "Lanczos interpolation",

@@ -23,8 +23,9 @@ import numpy as np
 MetricFn = Callable[[np.ndarray, np.ndarray], Any]
 
 AE = "ae"
+AE_RESIDUAL = "ae_residual"  # the detail-preserving mix (jaxsr.residual_mix), beyond the paper
 BASELINES = ("linear", "bspline", "lanczos")
-METHODS = (AE,) + BASELINES
+METHODS = (AE, AE_RESIDUAL) + BASELINES
 METRICS = ("ssim", "psnr", "vif")
 PRIMARY = "dropped"
 VARIANTS = {

@@ -29,6 +29,14 @@ def nearest_noisy_standin(stack, positions):
     return np.clip(stack[:, :, lo] + noise, 0, 1)
 
 
+def linear_noisy_standin(stack, positions):
+    """A stand-in for the residual mix: linear interpolation, noisy between acquired slices, exact on them."""
+    out = linear_standin(stack, positions)
+    new = positions != np.round(positions)
+    out[:, :, new] += np.random.default_rng(2).normal(0, 0.005, out[:, :, new].shape)
+    return np.clip(out, 0, 1)
+
+
 def psnr_standin(a, b):
     mse = np.mean((np.asarray(a, np.float64) - b) ** 2, axis=(1, 2, 3))
     with np.errstate(divide="ignore"):
@@ -326,7 +334,8 @@ def patched_run(monkeypatch, tmp_path):
     config = ml_collections.ConfigDict({"data": {"target_spacing_mm": 1.4}, "model": {"num_blocks": 2}})
     monkeypatch.setattr(checkpoint_lib, "load_for_inference", lambda checkpoint: (object(), config))
     monkeypatch.setattr(evaluate, "list_volumes", lambda data_dir, split: paths)
-    monkeypatch.setattr(evaluate, "autoencoder_method", lambda interpolator: nearest_noisy_standin)
+    monkeypatch.setattr(evaluate, "autoencoder_method",
+                        lambda interpolator, mix: {"latent": nearest_noisy_standin, "residual": linear_noisy_standin}[mix])
     monkeypatch.setattr(evaluate, "baseline_methods", lambda: {"linear": linear_standin})
     monkeypatch.setattr(evaluate, "default_metrics", lambda: METRICS)
     return tmp_path
@@ -346,6 +355,11 @@ def test_cli_writes_report_and_refuses_to_overwrite(patched_run, capsys):
     assert summary["settings"]["counts"]["slices_scored"] == 2 * 2 * 2  # 2 volumes x 2 frames x slices 1, 3
     assert summary["settings"]["counts"]["slices_skipped_no_neighbour"] == 4  # slice 5 of each frame
     assert summary["variants"]["dropped"]["winners"]["psnr"]["best"] == ["linear"]
+    # The residual mix is a method of its own, ranked with the others.
+    assert list(summary["variants"]["dropped"]["methods"]) == ["ae", "ae_residual", "linear"]
+    assert set(summary["variants"]["dropped"]["wilcoxon"]) == {"ae_residual", "linear"}
+    assert "| AE + residuals |" in printed
+    assert set(np.unique(ScoreTable.read_csv(out / "scores.csv")["method"])) == {"ae", "ae_residual", "linear"}
 
     before = (out / "scores.csv").stat().st_mtime_ns
     assert cli.main(argv) != 0  # non-empty OUT without --overwrite
@@ -394,6 +408,21 @@ def test_real_modules_identity_autoencoder_equals_linear():
     np.testing.assert_allclose(ae["vif"], lin["vif"], atol=1e-4)
     dropped = scores.select(variant="dropped", method="bspline")
     assert np.all(dropped["ssim"] < 1) and np.all(np.isfinite(dropped["vif"]))
+
+
+def test_real_modules_residual_mix_of_an_identity_autoencoder_is_linear():
+    """D(z_a) = (1-a)·D(z_n) + a·D(z_{n+1}) for the identity: the residual mix is linear interpolation, and at the
+    kept slices the originals themselves (a perfect score, like the baselines')."""
+    from jaxsr.interpolate import LatentInterpolator
+
+    stack = linear_volume(nx=16, ny=12, nz=7, nt=2) + 0.05 * np.random.default_rng(4).uniform(size=(16, 12, 7, 2)).astype(np.float32)
+    methods = {**evaluate.autoencoder_methods(LatentInterpolator(_IdentityAutoencoder())), "linear": linear_standin}
+    assert list(methods) == ["ae", "ae_residual", "linear"]
+    result = evaluate.evaluate_stack(stack, methods, METRICS)
+    # Rounding of the mix and of the blend, on values <= 1.
+    np.testing.assert_allclose(result.outputs["ae_residual"], result.outputs["linear"], rtol=0, atol=1e-6)
+    kept = result.scores.select(method="ae_residual", variant="all")
+    assert np.all(np.isposinf(kept["psnr"][kept["slice"] % 2 == 0]))
 
 
 def test_exact_copies_are_scored_once_with_the_same_result():

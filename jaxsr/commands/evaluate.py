@@ -1,8 +1,10 @@
 """`jaxsr evaluate`: score the autoencoder against linear, B-spline and Lanczos interpolation.
 
 Drops every other slice of each volume in a split, reconstructs the dropped
-slices with the autoencoder and with linear, B-spline and Lanczos
-interpolation, and scores them against the originals (SSIM, PSNR, VIF).
+slices with the autoencoder (twice: the paper's latent mix, 'ae', and with its
+reconstruction residuals added back, 'ae_residual', as `--mix residual` makes
+them) and with linear, B-spline and Lanczos interpolation, and scores them
+against the originals (SSIM, PSNR, VIF).
 Writes scores.csv, summary.json, figures/*.png and index.html into OUT and
 prints the summary table.
 """
