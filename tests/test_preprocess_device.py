@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from jaxsr import device_pipeline, interpolate
+from jaxsr import device_pipeline, interpolate, mixes
 from jaxsr.data import preprocess, preprocess_jax
 from jaxsr.errors import VolumeError
 from jaxsr.io import nifti
@@ -144,14 +144,21 @@ def test_order_statistics_are_exact(rng):
     np.testing.assert_allclose(np.asarray(got), ref, rtol=0, atol=4 * U * np.abs(x).max())
 
 
-def test_device_upsampling_matches_scipy_end_to_end(interpolator, rng):
-    """With encode = 2x, decode = x/2 the model is linear, so the bound carries through: prepare, mix, restore."""
+@pytest.mark.parametrize("mix", mixes.MIXES)
+def test_device_upsampling_matches_scipy_end_to_end(interpolator, rng, mix):
+    """With encode = 2x, decode = x/2 the model is linear, so the bound carries through: prepare, mix, restore.
+
+    The residual mix adds the decoder's deviation from linear blending of its
+    reconstructions, for this model rounding alone: 5 float32 operations on
+    values <= 1 (model space), at most 6·u per path, 12·u between them.
+    """
     shape, spacing = (40, 36, 4, 2), (1.75, 1.6, 8.0)
     volume = smooth_volume(rng, shape, spacing)
     for replace in (False, True):
         ref = interpolate.upsample_volume(interpolator, tiny_config(), volume, factor=3, replace_originals=replace,
-                                          preprocess="scipy")
-        out = interpolate.upsample_volume(interpolator, tiny_config(), volume, factor=3, replace_originals=replace)
+                                          preprocess="scipy", mix=mix)
+        out = interpolate.upsample_volume(interpolator, tiny_config(), volume, factor=3, replace_originals=replace,
+                                          mix=mix)
         assert out.data.shape == ref.data.shape == (40, 36, 10, 2)
         np.testing.assert_array_equal(out.affine, ref.affine)
         if not replace:
@@ -162,6 +169,7 @@ def test_device_upsampling_matches_scipy_end_to_end(interpolator, rng):
         max_x = float(np.abs(volume.data).max())
         r_max = zoom_norm(40, px) * zoom_norm(36, py) * max_x
         tol_y = (4 * resample_bound((40, 36), (px, py), max_x) + 12 * U * r_max) / span + 4 * U
+        tol_y += 12 * U if mix == mixes.RESIDUAL else 0.0
         lam_back = zoom_norm(px, 40) * zoom_norm(py, 36)
         # Mixing is a convex combination (no growth); restore scales the model-input difference by Λ·span.
         tol = (tol_y * lam_back + resample_bound((px, py), (40, 36), 1.0)) * span + 4 * U * float(np.abs(ref.data).max())
