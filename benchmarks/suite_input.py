@@ -38,7 +38,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def training_stacks(train_paths: list[pathlib.Path], target_mm: float) -> list[np.ndarray]:
+def training_stacks(train_paths: list[pathlib.Path], target_mm: float | None) -> list[np.ndarray]:
     """The training volumes preprocessed as the trainer sees them: (X, Y, Z, T) in [0, 1]."""
     from jaxsr.data.datasets import preprocess_files
 
@@ -56,13 +56,13 @@ def batches(config, stacks: list[np.ndarray], s: dict[str, Any]):
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from jaxsr.config import load_config
+    from jaxsr.config import load_config, target_spacing
 
     s = settings(args)
     config = load_config(s["config"], [f"--config.data.crop_size={s['crop_size']}"])
     with tempfile.TemporaryDirectory() as tmp:
         train_paths, _, data = suite_quality.phantom_split(pathlib.Path(tmp) / "phantom", s)
-        stacks = training_stacks(train_paths, float(config.data.target_spacing_mm))
+        stacks = training_stacks(train_paths, target_spacing(config))
         t0 = time.perf_counter()
         it, source = batches(config, stacks, s)
         first = next(it)

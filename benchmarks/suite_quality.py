@@ -62,7 +62,7 @@ def model_for(args, s: dict[str, Any], train_paths: list[pathlib.Path], workdir:
 
         model, config = load_for_inference(args.checkpoint)
         return model, config, {"source": "checkpoint", "checkpoint": str(args.checkpoint)}
-    from jaxsr.config import load_config
+    from jaxsr.config import load_config, target_spacing
 
     from benchmarks import impl_jaxsr, suite_input
 
@@ -71,7 +71,7 @@ def model_for(args, s: dict[str, Any], train_paths: list[pathlib.Path], workdir:
         "data.crop_size": s["crop_size"], "optim.learning_rate": 3e-3,  # a few hundred steps, not days at 1e-5
         "train.steps": steps, "train.batch_size": s["train_batch_size"], "train.log_every": 1,
         "train.checkpoint_every": steps, "train.eval_every": steps})
-    stacks = suite_input.training_stacks(train_paths, float(config.data.target_spacing_mm))
+    stacks = suite_input.training_stacks(train_paths, target_spacing(config))
     t0 = time.perf_counter()
     trained = impl_jaxsr.train_in_memory(config, workdir, stacks)
     model, _ = nnx.merge(trained["graphdef"], trained["state"])
@@ -88,6 +88,7 @@ def model_for(args, s: dict[str, Any], train_paths: list[pathlib.Path], workdir:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from jaxsr import evaluate, interpolate, stats
+    from jaxsr.config import target_spacing
     from jaxsr.scores import PRIMARY
 
     s = settings(args)
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         evaluation = evaluate.evaluate_volumes(test_paths, methods, evaluate.default_metrics(),
                                                crop_size=s["crop_size"],
-                                               target_mm=float(config.data.target_spacing_mm),
+                                               target_mm=target_spacing(config),
                                                n_examples=0, through_plane_factor=0)
         eval_s = time.perf_counter() - t0
     summary = stats.summarise(evaluation.scores)
