@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from jaxsr import cli
+from jaxsr import cli, mixes
 from jaxsr.train import checkpoint as checkpoint_lib
 from tests.test_interpolate import oblique_affine, tiny_config, tiny_model
 
@@ -69,6 +69,7 @@ def test_upsample_writes_volume_and_sidecar(tmp_path, rng, fake_checkpoint):
     assert sidecar["source"]["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
     assert sidecar["source"]["path"] == str(src.resolve())
     assert sidecar["checkpoint"] == str(ckpt.resolve())
+    assert sidecar["mix"] == mixes.DEFAULT_MIX
     assert sidecar["config"]["model"]["num_blocks"] == 2
     assert sidecar["output"]["shape"] == [24, 20, 7, 2]
     assert isinstance(sidecar["jaxsr_version"], str) and sidecar["jaxsr_version"]

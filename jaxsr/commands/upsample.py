@@ -1,8 +1,9 @@
 """`jaxsr upsample`: upsample one thick-slice NIfTI volume (3D or 4D) through-plane.
 
-Encodes every acquired slice once, decodes mixed latents for the new slices and
-writes OUT with the resliced affine (acquired slice i at output index i*k, same
-world position) and a JSON sidecar OUT.json.
+Encodes every acquired slice once, decodes mixed latents for the new slices
+(with --mix residual, plus the neighbours' reconstruction residuals) and
+writes OUT with the resliced affine (acquired slice i at output index i*k,
+same world position) and a JSON sidecar OUT.json.
 """
 
 from __future__ import annotations
