@@ -18,13 +18,14 @@ from tests.test_bad_inputs import good_volume
 
 
 @pytest.mark.slow  # about a minute on 2 shared cores: two compilations (train, reprocess)
-def test_fit_on_the_archive_then_reprocess_it(tmp_path):
+def test_fit_on_the_archive_then_reprocess_it(tmp_path, capsys):
     archive, workdir, out = tmp_path / "scans", tmp_path / "fit", tmp_path / "upsampled"
     names = ["a.nii.gz", "b.nii.gz", "sub/c.nii.gz"]
     for name in names:
         good_volume(archive / name)
     assert cli.main(["train", "--config", "tiny", "--workdir", str(workdir), "--data", str(archive), "--split", "all-train",
                      "--no-progress", "--config.train.steps=2", "--config.data.target_spacing_mm=native"]) == 0
+    assert "jaxsr train: done; in-sample validation reconstruction PSNR" in capsys.readouterr().out
     split = json.loads((workdir / "split.json").read_text())
     assert split["kind"] == "all-train" and split["train"] == sorted(names) and split["test"] == []
     assert split["validation"] == ["a.nii.gz"]  # every 5th, the first included: in-sample

@@ -47,8 +47,13 @@ def run(args: argparse.Namespace) -> int:
         return 143
     val = result["val"]
     if val:
+        from jaxsr.data import datasets
+        from jaxsr.data.split_kinds import ALL_TRAIN
+
+        split_file = args.workdir / loop.SPLIT_FILE
+        in_sample = split_file.exists() and datasets.read_split(split_file).get("kind") == ALL_TRAIN
         print(
-            f"jaxsr train: done; validation reconstruction PSNR {val['recon_psnr']:.2f} dB"
+            f"jaxsr train: done; {'in-sample ' if in_sample else ''}validation reconstruction PSNR {val['recon_psnr']:.2f} dB"
             + (f", interpolation PSNR {val['interp_psnr']:.2f} dB" if "interp_psnr" in val else "")
             + f"; checkpoints in {args.workdir}"
         )
