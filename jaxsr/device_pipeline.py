@@ -162,11 +162,22 @@ def mix_rows(latents: jax.Array, first: jax.Array, second: jax.Array, alpha: jax
     return jax.vmap(one_row)(first, second, alpha)
 
 
-@functools.partial(jax.jit, donate_argnums=0)
-def _restore_into(restored: jax.Array, decoded: jax.Array, start: jax.Array, back_x: jax.Array, back_y: jax.Array,
-                  lo: jax.Array, hi: jax.Array) -> jax.Array:
+def _restore(restored: jax.Array, decoded: jax.Array, start: jax.Array, back_x: jax.Array, back_y: jax.Array,
+             lo: jax.Array, hi: jax.Array) -> jax.Array:
     rows = restore_images(decoded[..., 0], back_x, back_y, lo, hi)
     return jax.lax.dynamic_update_slice_in_dim(restored, rows, start, axis=0)
+
+
+_restore_into = jax.jit(_restore, donate_argnums=0)
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _restore_residual_into(restored: jax.Array, decoded: jax.Array, start: jax.Array, back_x: jax.Array,
+                           back_y: jax.Array, lo: jax.Array, hi: jax.Array, images: jax.Array, recon: jax.Array,
+                           first: jax.Array, second: jax.Array, alpha: jax.Array) -> jax.Array:
+    """One decoded batch: the residual mix in the model's [0, 1] space, then the restore, as one program."""
+    decoded = residual_mix_batch(decoded, images, recon, first, second, alpha, start)
+    return _restore(restored, decoded, start, back_x, back_y, lo, hi)
 
 
 @jax.jit
@@ -200,13 +211,13 @@ def dispatch(interpolator: LatentInterpolator, plan: VolumePlan, layout: np.ndar
         latents = interpolator.encode_rows(images, plan.n_source)
         first, second, alpha = (jax.device_put(v, home) for v in (plan.mix_first, plan.mix_second, plan.mix_alpha))
         mixed = mix_rows(latents, first, second, alpha)
+        restore, residual = _restore_into, ()
         if plan.mix == RESIDUAL:
             recon = interpolator.reconstruct_rows(latents, plan.n_source)
+            restore, residual = _restore_residual_into, (images, recon, first, second, alpha)
         back_x, back_y = _matrix(px, nx, bx, mx, False, home), _matrix(py, ny, by, my, False, home)
         for start, decoded in interpolator.decode_rows(mixed, plan.n_decoded):
-            if plan.mix == RESIDUAL:  # in the model's [0, 1] space, before the restore
-                decoded = residual_mix_batch(decoded, images, recon, first, second, alpha, start)
-            restored = _restore_into(restored, decoded, start, back_x, back_y, lo, hi)
+            restored = restore(restored, decoded, start, back_x, back_y, lo, hi, *residual)
     return OnDevice(assemble(raw, restored, plan.from_source, plan.out_index), lo, hi)
 
 
