@@ -6,9 +6,9 @@ for one method in one variant of the protocol (jaxsr.evaluate):
   dropped originals.
 - 'all' (paper-compatible, an appendix): every slice from the first to the
   last kept one. At a kept slice a method is scored on what it returns there:
-  the baselines return the acquired slice itself, which scores perfectly by
-  construction (PSNR +inf), the autoencoder its own encode-decode
-  reconstruction. So this variant does not compare interpolation.
+  the baselines and the residual mix return the acquired slice itself, which
+  scores perfectly by construction (PSNR +inf), the autoencoder its own
+  encode-decode reconstruction. So this variant does not compare interpolation.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ METRICS = ("ssim", "psnr", "vif")
 PRIMARY = "dropped"
 VARIANTS = {
     "dropped": "every other slice dropped, reconstructed from its two kept neighbours and scored against the original",
-    "all": "every slice up to the last kept one is scored, the kept slices too; there the baselines return "
-    "the acquired slice itself (a perfect score by construction) and the autoencoder its own encode-decode "
-    "reconstruction, so this variant does not compare interpolation",
+    "all": "every slice up to the last kept one is scored, the kept slices too; there the baselines and the "
+    "residual mix return the acquired slice itself (a perfect score by construction) and the autoencoder its own "
+    "encode-decode reconstruction, so this variant does not compare interpolation",
 }
 COLUMNS = ("volume", "frame", "slice", "method", "variant") + METRICS
 METRIC_CHUNK = 256
