@@ -100,6 +100,9 @@ def build_sidecar(
     source: Volume, result: Volume, *, source_sha256: str, config: Any, settings: UpsampleSettings, dtype: np.dtype
 ) -> dict[str, Any]:
     """What made this output, deterministically (no time stamps)."""
+    from jaxsr.config import target_spacing
+    from jaxsr.data.preprocess import inplane_label
+
     return {
         "method": METHOD,
         "factor": settings.factor,
@@ -109,6 +112,8 @@ def build_sidecar(
         "mix": settings.mix,
         "checkpoint": os.path.abspath(settings.checkpoint) if settings.checkpoint is not None else None,
         "config": config_to_dict(config),
+        # The grid the model saw: "1.4 mm", or "native (1.5 x 1.5 mm)" (the source's own, not resampled).
+        "model_inplane_spacing": inplane_label(target_spacing(config), source.spacing[:2]),
         "source": {
             "path": os.path.abspath(source.path) if source.path else None,
             "sha256": source_sha256,

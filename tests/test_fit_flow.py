@@ -40,6 +40,7 @@ def test_fit_on_the_archive_then_reprocess_it(tmp_path, capsys):
         np.testing.assert_array_equal(result.data[:, :, ::2], source.data)  # acquired slices as acquired
     sidecar = json.loads(reprocess.sidecar_path(out / "a.nii.gz").read_text())
     assert sidecar["config"]["data"]["target_spacing_mm"] == "native"
+    assert sidecar["model_inplane_spacing"] == "native (1.5 x 1.5 mm)"
     assert sidecar["output"]["spacing_mm"][:2] == sidecar["source"]["spacing_mm"][:2] == [1.5, 1.5]
 
 
