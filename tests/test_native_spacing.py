@@ -10,6 +10,8 @@ of the noise: thousands of times the tolerance.
 
 from __future__ import annotations
 
+import pathlib
+
 import ml_collections
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ from jaxsr import config as config_lib
 from jaxsr import interpolate
 from jaxsr.data import preprocess
 from jaxsr.errors import ConfigError
+from jaxsr.io import nifti
 from tests.test_interpolate import LinearCodec, tiny_config
 from tests.test_preprocess_device import U, resample_bound, smooth_volume
 
@@ -107,9 +110,19 @@ def test_labels_say_native_and_the_spacing():
     assert preprocess.inplane_label(None).startswith("native")
 
 
-def test_tfds_keeps_native_apart_from_millimetres():
-    from jaxsr.data import tfds_cine
+def test_tfds_keeps_native_apart_from_millimetres(tmp_path):
+    """A cache prepared at 1.4 mm is never served for native: its own config, folder and slices."""
+    from jaxsr.data import datasets, phantom, tfds_cine
 
-    native = tfds_cine.CineSlicesConfig(target_mm=None)
-    assert native.name == "native" and native.target_mm is None
-    assert {c.name for c in tfds_cine.CineSlices.BUILDER_CONFIGS} == {"1.4mm"}
+    root = tmp_path / "phantom"
+    phantom.write_phantom_dataset(root, 3, 1, spec=phantom.PhantomSpec(frames=(2, 2), matrix=(40, 44)))
+    at_mm = tfds_cine.builder(manual_dir=root, target_mm=1.4, data_dir=tmp_path / "tfds")
+    native = tfds_cine.builder(manual_dir=root, target_mm=None, data_dir=tmp_path / "tfds")
+    assert native.builder_config.name == "native" and native.builder_config.target_mm is None
+    assert pathlib.Path(native.data_dir).parts[-2] == "native" != pathlib.Path(at_mm.data_dir).parts[-2]
+    want = datasets.load_stacks(root, "train", None)
+    got = tfds_cine.load_stacks(native, "train")
+    sources = [nifti.load(p) for p in datasets.volumes_for_split(root, "train")]
+    assert [g.shape for g in got] == [w.shape for w in want] == [s.data.shape for s in sources]  # not resampled
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
