@@ -126,3 +126,16 @@ def test_tfds_keeps_native_apart_from_millimetres(tmp_path):
     assert [g.shape for g in got] == [w.shape for w in want] == [s.data.shape for s in sources]  # not resampled
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)
+
+
+def test_native_evaluation_scores_on_the_source_grid(tmp_path):
+    from jaxsr import evaluate
+    from tests.test_bad_inputs import good_volume
+
+    path = good_volume(tmp_path / "v.nii.gz")  # 40 x 36 x 6 x 3 at 1.5 mm in-plane
+    metrics = {k: fn for k, fn in evaluate.default_metrics().items() if k != "vif"}  # VIF needs 41 x 41
+    evaluation = evaluate.evaluate_volumes([path], evaluate.baseline_methods(), metrics,
+                                           target_mm=None, crop_size=None, n_examples=0, through_plane_factor=2)
+    assert evaluation.counts["volumes"] == 1 and evaluation.counts["slices_scored"] == 3 * 2  # slices 1 and 3, 3 frames
+    example = evaluation.through_plane
+    assert example.inplane_mm == 1.5 and example.acquired.shape == (36, 6)  # the source's y axis, not resampled
