@@ -5,6 +5,9 @@ slices x frames, sharded over a 1-D 'data' mesh of the local devices); each new
 slice at fractional position p = n + a is decoded from (1 - a)·z(n) + a·z(n+1),
 formed with `vmap` over the alphas and over the frames; decoding runs in
 fixed-size batches so that a volume larger than device memory streams through.
+With mix='residual' (jaxsr.mixes, jaxsr.residual_mix) each decoded batch also
+gets the neighbours' residuals x - D(z) added on the device before it is
+copied back; D(z) is one more decode of the latents of the acquired slices.
 
 The model enters as an NNX module (eval mode) or any object with `encode` and
 `decode` methods that are traceable JAX functions of NHWC arrays. An NNX module
@@ -257,8 +260,8 @@ class LatentInterpolator:
             if i < count:
                 chunk = _pad_rows(latents[i * size : (i + 1) * size], size)
                 chunk = jax.device_put(chunk, self.batch_sharding)
-                images = _decode_batch(self._static, self._state, chunk)
-                current = (i, images if finish is None else finish(i * size, images))
+                decoded = _decode_batch(self._static, self._state, chunk)
+                current = (i, decoded if finish is None else finish(i * size, decoded))
             else:
                 current = None
             if pending is not None:

@@ -19,7 +19,8 @@ from jaxsr import cli, interpolate, mixes
 from jaxsr.io.nifti import output_positions
 from jaxsr.residual_mix import residual_mix_rows
 from jaxsr.train import checkpoint as checkpoint_lib
-from tests.test_interpolate import tiny_config, tiny_model
+from tests.test_interpolate import LinearCodec, tiny_config, tiny_model
+from tests.test_residual_mix import TOL
 from tests.test_upsample_cli import write_int16_volume
 
 # The model's output against the same network called directly (another batch
@@ -83,6 +84,17 @@ def test_residual_mix_equals_the_formula_from_the_models_own_encode_decode(model
     np.testing.assert_allclose(got, want, rtol=0, atol=FORMULA_TOL)
     latent = interpolator.interpolate_stack(stack, positions, keep_originals=False)
     assert np.abs(latent - want).max() > 100 * FORMULA_TOL
+
+
+def test_a_decoder_linear_along_the_mix_keeps_every_slice_inside_its_neighbours_range(rng):
+    """encode = 2x, decode = x/2: the correction D(z_a) - (1-a)·D(z_n) - a·D(z_{n+1}) is rounding alone."""
+    interpolator = interpolate.interpolator_for(LinearCodec(), tiny_config(), batch_size=16)
+    stack = rng.uniform(size=(20, 18, 4, 2)).astype(np.float32)
+    positions = output_positions(4, factor=4)
+    out = interpolator.interpolate_stack(stack, positions, keep_originals=False, mix=mixes.RESIDUAL)
+    plan = interpolate.plan_slices(positions, 4)
+    below, above = stack[:, :, plan.lower], stack[:, :, plan.lower + 1]
+    assert np.all(out >= np.minimum(below, above) - TOL) and np.all(out <= np.maximum(below, above) + TOL)
 
 
 def test_rows_take_the_reconstruction_at_alpha_0_and_1(rng):
