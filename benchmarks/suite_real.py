@@ -12,8 +12,9 @@ One protocol is (source, slicing axis, factor k):
    fits); the thick volume's affine puts its slice j where thin slice j·k was,
    so its slice spacing is k·dz. The slices in between are removed.
 3. The thick volume is preprocessed as in training (1st..99th percentile to
-   [0, 1], at its own in-plane spacing) and the demo config is trained on it
-   alone: the method needs no high-resolution data, and sees none here. Its
+   [0, 1], at its own in-plane spacing) and configs/real_mri.py (the demo
+   config plus an SSIM term on the reconstruction) is trained on it alone:
+   the method needs no high-resolution data, and sees none here. Its
    validation set is the same volume (there is no other), so the logged
    validation figures are in-sample.
 4. Each removed slice m is synthesized at thick-slice position m / k by the
@@ -70,10 +71,10 @@ QUICK_BLOCK = (64, 64, 33)  # --quick: a central block, in-plane x slices
 
 
 def make_config(quick: bool, inplane_mm: float, steps: int | None, extra: list[str]):
-    """The demo config (the tiny one for --quick) at the data's own in-plane spacing; checked."""
+    """configs/real_mri (the tiny one for --quick) at the data's own in-plane spacing; checked."""
     from jaxsr.config import load_config, validate
 
-    name = "tiny" if quick else "phantom_demo"
+    name = "tiny" if quick else "real_mri"
     overrides = [f"--config.data.target_spacing_mm={inplane_mm}"]
     if quick:
         steps = steps or 20

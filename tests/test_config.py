@@ -11,7 +11,7 @@ from jaxsr.configs import default
 from jaxsr.errors import ConfigError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-NAMED = ["acdc_followup", "acdc_paper", "default", "phantom_demo", "tiny"]
+NAMED = ["acdc_followup", "acdc_paper", "default", "phantom_demo", "real_mri", "tiny"]
 
 
 def leaves(config) -> dict:
