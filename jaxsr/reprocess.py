@@ -162,10 +162,14 @@ def encode_upsampled(source: Volume, result: Volume, output: pathlib.Path, *, so
 
 
 def upsample_file(interpolator: LatentInterpolator, config: Any, source: str | os.PathLike, output: str | os.PathLike,
-                  settings: UpsampleSettings, *, overwrite: bool = False) -> Volume:
-    """`jaxsr upsample` as a function: one file in, one NIfTI and its sidecar out."""
+                  settings: UpsampleSettings, *, overwrite: bool = False, volume: Volume | None = None) -> Volume:
+    """`jaxsr upsample` as a function: one file in, one NIfTI and its sidecar out.
+
+    volume: `source` already loaded (the command reads it before the slow model load).
+    """
     output = check_output(output, overwrite=overwrite)
-    volume = load(source)  # VolumeError for anything unreadable, before hashing
+    if volume is None:
+        volume = load(source)  # VolumeError for anything unreadable, before hashing
     sha = archive.sha256_file(source)
     result = upsample_volume(interpolator, config, volume, factor=settings.factor, spacing=settings.spacing,
                              replace_originals=settings.replace_originals, preprocess=settings.preprocess,

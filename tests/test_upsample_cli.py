@@ -118,13 +118,14 @@ def test_refuses_to_overwrite(tmp_path, rng, fake_checkpoint, capsys):
 
 
 def test_bad_input_is_a_one_line_error(tmp_path, fake_checkpoint, capsys):
-    ckpt, _ = fake_checkpoint
+    ckpt, seen = fake_checkpoint
     bad = tmp_path / "bad.nii.gz"
     bad.write_bytes(b"\x1f\x8b not really gzip")
     assert cli.main(["upsample", str(bad), str(tmp_path / "o.nii.gz"), "--checkpoint", str(ckpt), "--factor", "2"]) == 1
     err = capsys.readouterr().err.strip()
     assert "bad.nii.gz" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o.nii.gz").exists()
+    assert seen == []  # refused before the (slow) model load
     with pytest.raises(SystemExit):
         cli.main(["upsample", str(bad), str(tmp_path / "o.nii.gz"), "--checkpoint", str(ckpt), "--factor", "0"])
 

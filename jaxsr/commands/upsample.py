@@ -25,18 +25,20 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from jaxsr.interpolate import load_interpolator
-    from jaxsr.io.nifti import is_nifti_path
+    from jaxsr.io.nifti import is_nifti_path, load
     from jaxsr.reprocess import upsample_file
 
     if not is_nifti_path(args.output):
         raise ConfigError(f"{args.output}: output name must end in .nii or .nii.gz")
-    # Refuse before the (slow) checkpoint load.
+    # Refuse bad input before the (slow) checkpoint load: a missing, unreadable or malformed IN.
     if not args.input.is_file():
         raise UserError(f"{args.input}: no such file")
     if args.output.exists() and not args.overwrite:
         raise UserError(f"{args.output}: output exists (pass --overwrite to replace it)")
+    volume = load(args.input)
     interpolator, config = load_interpolator(args.checkpoint, batch_size=args.batch_size)
-    result = upsample_file(interpolator, config, args.input, args.output, common.upsample_settings(args), overwrite=args.overwrite)
+    result = upsample_file(interpolator, config, args.input, args.output, common.upsample_settings(args),
+                           overwrite=args.overwrite, volume=volume)
     spacing = ", ".join(f"{s:.3g}" for s in result.spacing)
     print(f"wrote {args.output}: shape {tuple(result.data.shape)}, spacing ({spacing}) mm")
     return 0
