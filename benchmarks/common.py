@@ -34,7 +34,7 @@ def environment() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cpu_affinity": sorted(os.sched_getaffinity(0)),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset: OpenMP's default, active)"),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "PASSIVE (benchmarks.processes' default for workers)"),
         "versions": versions(),
     }
 
