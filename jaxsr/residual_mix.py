@@ -49,28 +49,6 @@ def residual_mix(decoded: jax.Array, x0: jax.Array, x1: jax.Array, recon0: jax.A
     return blend + correction
 
 
-def residual_mix_stack(stack: jax.Array, recon: jax.Array, decoded: jax.Array, lower: jax.Array,
-                       alpha: jax.Array) -> jax.Array:
-    """Every new slice of a stack: residual_mix vmapped over the output positions.
-
-    stack, recon: (X, Y, Z[, T]) acquired slices and their reconstructions;
-    decoded: (X, Y, P[, T]) decoded latent mixes at the P positions; lower,
-    alpha: (P,) each position's pair (lower, lower + 1) and weight, as
-    jaxsr.interpolate.plan_slices gives them. Returns (X, Y, P[, T]).
-    """
-
-    def one_position(decoded_p, n, a):
-        def pick(v, i):
-            return jax.lax.dynamic_index_in_dim(v, i, axis=2, keepdims=False)
-
-        return residual_mix(decoded_p, pick(stack, n), pick(stack, n + 1), pick(recon, n), pick(recon, n + 1), a)
-
-    return jax.vmap(one_position, in_axes=(2, 0, 0), out_axes=2)(decoded, lower, alpha)
-
-
-residual_mix_stack_jit = jax.jit(residual_mix_stack)
-
-
 def residual_mix_rows(decoded: jax.Array, images: jax.Array, recon: jax.Array, first: jax.Array, second: jax.Array,
                       alpha: jax.Array) -> jax.Array:
     """Decoded rows (B, H, W, 1) mixed with the acquired rows they came from: residual_mix vmapped over rows.

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from jaxsr.interpolate import plan_slices
-from jaxsr.residual_mix import residual_mix, residual_mix_stack
+from jaxsr.residual_mix import residual_mix, residual_mix_rows
 
 TOL = 4e-6
 
@@ -85,25 +85,44 @@ def test_vmap_over_alphas_matches_a_loop(rng):
     np.testing.assert_allclose(np.asarray(batched), looped, rtol=0, atol=TOL)
 
 
-def test_stack_version_picks_each_positions_own_pair(rng):
-    """residual_mix_stack on a (X, Y, Z, T) stack equals residual_mix applied pair by pair."""
+def _rows(stack):
+    """(X, Y, Z, T) -> (T·Z, X, Y, 1): the frame-major row layout the latents are encoded in."""
+    x, y, z, t = stack.shape
+    return np.ascontiguousarray(np.transpose(stack, (3, 2, 0, 1)).reshape(t * z, x, y, 1))
+
+
+def _mix_stack(stack, recon, decoded, plan):
+    """residual_mix_rows on every (frame, position) of a stack; back to (X, Y, P, T)."""
+    z, t, p = stack.shape[2], stack.shape[3], plan.positions.size
+    first = (np.arange(t)[:, None] * z + plan.lower[None, :]).ravel().astype(np.int32)
+    alpha = np.tile(plan.alpha, t).astype(np.float32)
+    rows = [jnp.asarray(_rows(v)) for v in (decoded, stack, recon)]  # device arrays, as the product passes them
+    got = np.asarray(residual_mix_rows(*rows, first, first + 1, alpha))
+    return np.transpose(got[..., 0].reshape(t, p, *stack.shape[:2]), (2, 3, 1, 0))
+
+
+def test_rows_version_picks_each_positions_own_pair(rng):
+    """residual_mix_rows over a (X, Y, Z, T) stack's rows equals residual_mix applied pair by pair."""
     stack, recon = (rng.uniform(0, 1, (9, 8, 5, 2)).astype(np.float32) for _ in range(2))
     positions = np.array([0.25, 0.5, 1.0, 2.75, 3.5, 4.0])
     plan = plan_slices(positions, stack.shape[2])
     decoded = rng.uniform(0, 1, (9, 8, positions.size, 2)).astype(np.float32)
-    got = np.asarray(residual_mix_stack(stack, recon, decoded, plan.lower, plan.alpha))
+    got = _mix_stack(stack, recon, decoded, plan)
     assert got.shape == decoded.shape
     for p, (n, a) in enumerate(zip(plan.lower, plan.alpha)):
+        if a in (0, 1):  # an acquired position: the slice itself, whatever was decoded there
+            np.testing.assert_array_equal(got[:, :, p], stack[:, :, n + int(a)])
+            continue
         want = _formula64(decoded[:, :, p], stack[:, :, n], stack[:, :, n + 1], recon[:, :, n], recon[:, :, n + 1], a)
         np.testing.assert_allclose(got[:, :, p], want, rtol=0, atol=TOL)
 
 
 @pytest.mark.parametrize("position", [1.0, 4.0])
-def test_stack_version_returns_acquired_slices_exactly(rng, position):
+def test_rows_version_returns_acquired_slices_exactly(rng, position):
     """At an acquired position (alpha 0 or 1 of its pair) with D(z_a) = D(z_n), the slice itself."""
     stack, recon = (rng.uniform(0, 1, (6, 7, 5, 1)).astype(np.float32) for _ in range(2))
     plan = plan_slices([position], stack.shape[2])
     n = int(position)
     decoded = recon[:, :, n : n + 1]
-    got = np.asarray(residual_mix_stack(stack, recon, decoded, plan.lower, plan.alpha))
+    got = _mix_stack(stack, recon, decoded, plan)
     np.testing.assert_array_equal(got[:, :, 0], stack[:, :, n])
