@@ -185,9 +185,9 @@ _CHOICES = {"model.dtype": ("float32", "bfloat16"), "data.loader": ("auto", "dev
             "optim.schedule": ("constant", "cosine")}
 
 
-# Keys that take a number or one of these words (the default config declares them untyped).
-_NUMBER_OR_NAME = {"data.target_spacing_mm": ("native",)}
 NATIVE = "native"
+# Keys that take a number or one of these words (the default config declares them untyped).
+_NUMBER_OR_NAME = {"data.target_spacing_mm": (NATIVE,)}
 
 
 def target_spacing(config: ml_collections.ConfigDict) -> float | None:
