@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import common, suite_quality, suite_train, workloads
+from benchmarks import common, suite_train, workloads
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +38,6 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def training_stacks(train_paths: list[pathlib.Path], target_mm: float | None) -> list[np.ndarray]:
-    """The training volumes preprocessed as the trainer sees them: (X, Y, Z, T) in [0, 1]."""
-    from jaxsr.data.datasets import preprocess_files
-
-    return [s if s.ndim == 4 else s[..., None] for s in preprocess_files(train_paths, target_mm)]
-
-
 def batches(config, stacks: list[np.ndarray], s: dict[str, Any]):
     """(iterator of host batches of jaxsr.data.pipeline, its description)."""
     from jaxsr.data import pipeline
@@ -61,8 +54,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     s = settings(args)
     config = load_config(s["config"], [f"--config.data.crop_size={s['crop_size']}"])
     with tempfile.TemporaryDirectory() as tmp:
-        train_paths, _, data = suite_quality.phantom_split(pathlib.Path(tmp) / "phantom", s)
-        stacks = training_stacks(train_paths, target_spacing(config))
+        train_paths, _, data = workloads.phantom_split(pathlib.Path(tmp) / "phantom", s)
+        stacks = workloads.training_stacks(train_paths, target_spacing(config))
         t0 = time.perf_counter()
         it, source = batches(config, stacks, s)
         first = next(it)

@@ -36,21 +36,6 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def phantom_split(folder: pathlib.Path, s: dict[str, Any]) -> tuple[list[pathlib.Path], list[pathlib.Path], dict]:
-    """(train, test) volumes of a phantom dataset made here; test = the phantom's held-out patients."""
-    from jaxsr.data import phantom
-
-    spec = phantom.PhantomSpec(**s["phantom_spec"])
-    manifest = phantom.write_phantom_dataset(folder, s["patients"], seed=0, spec=spec)
-
-    def path(name):
-        return folder / "training" / name / f"{name}_4d.nii.gz"
-
-    return ([path(n) for n in manifest["train_patients"]], [path(n) for n in manifest["test_patients"]],
-            {"source": "jaxsr.data.phantom", "seed": 0, "spec": s["phantom_spec"],
-             "train_patients": manifest["train_patients"], "test_patients": manifest["test_patients"]})
-
-
 def model_for(args, s: dict[str, Any], train_paths: list[pathlib.Path], workdir: pathlib.Path):
     """--checkpoint's model, or the tiny config trained here by `jaxsr train`'s loop on the training volumes."""
     import json
@@ -64,14 +49,14 @@ def model_for(args, s: dict[str, Any], train_paths: list[pathlib.Path], workdir:
         return model, config, {"source": "checkpoint", "checkpoint": str(args.checkpoint)}
     from jaxsr.config import load_config, target_spacing
 
-    from benchmarks import impl_jaxsr, suite_input
+    from benchmarks import impl_jaxsr
 
     steps = s["train_steps"]
     config = impl_jaxsr.variant(load_config(s["config"]), **{
         "data.crop_size": s["crop_size"], "optim.learning_rate": 3e-3,  # a few hundred steps, not days at 1e-5
         "train.steps": steps, "train.batch_size": s["train_batch_size"], "train.log_every": 1,
         "train.checkpoint_every": steps, "train.eval_every": steps})
-    stacks = suite_input.training_stacks(train_paths, target_spacing(config))
+    stacks = workloads.training_stacks(train_paths, target_spacing(config))
     t0 = time.perf_counter()
     trained = impl_jaxsr.train_in_memory(config, workdir, stacks)
     model, _ = nnx.merge(trained["graphdef"], trained["state"])
@@ -98,7 +83,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             test_paths = evaluate.list_volumes(args.data_dir, "test")
             data = {"source": str(args.data_dir), "split": "test", "test_volumes": len(test_paths)}
         else:
-            train_paths, test_paths, data = phantom_split(pathlib.Path(tmp) / "phantom", s)
+            train_paths, test_paths, data = workloads.phantom_split(pathlib.Path(tmp) / "phantom", s)
         model, config, model_info = model_for(args, s, train_paths, pathlib.Path(tmp) / "train")
         methods = {evaluate.AE: evaluate.autoencoder_method(interpolate.interpolator_for(model, config)), **evaluate.baseline_methods()}
         t0 = time.perf_counter()

@@ -76,7 +76,8 @@ def end_to_end(interpolator, config, inputs: pathlib.Path, tmp: pathlib.Path, s:
     affects both alike.
     """
     from jaxsr.io import archive
-    from jaxsr.reprocess import UpsampleSettings, reprocess_archive
+    from jaxsr.reprocess import reprocess_archive
+    from jaxsr.upsample import UpsampleSettings
 
     labels = {False: "float32", True: "--keep-dtype (int16)"}
     keys = ("device_s",) + archive.HOST_STAGES
@@ -127,7 +128,8 @@ def mixed_archive_compiles(tmp: pathlib.Path, n_files: int) -> dict[str, Any]:
 
     from jaxsr import device_pipeline, interpolate
     from jaxsr.config import load_config
-    from jaxsr.reprocess import UpsampleSettings, reprocess_archive
+    from jaxsr.reprocess import reprocess_archive
+    from jaxsr.upsample import UpsampleSettings
 
     rng = np.random.default_rng(0)
     shapes = []
@@ -159,7 +161,8 @@ def rss_over_files(tmp: pathlib.Path, n_files: int, shape) -> dict[str, Any]:
     from jaxsr import interpolate
     from jaxsr.config import load_config
     from jaxsr.io import archive
-    from jaxsr.reprocess import UpsampleSettings, reprocess_archive
+    from jaxsr.reprocess import reprocess_archive
+    from jaxsr.upsample import UpsampleSettings
 
     folder = tmp / "many"
     for i in range(n_files):

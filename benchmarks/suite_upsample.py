@@ -2,7 +2,7 @@
 
 Figures (output slices/s, factor 2, same volume and output grid for all):
 - latent interpolation, device compute only (preprocessed stack in, slices out);
-- the whole `jaxsr.interpolate.upsample_volume` (CPU preprocessing and
+- the whole `jaxsr.upsample.upsample_volume` (CPU preprocessing and
   restoring the source grid included), also as volumes/s;
 - scipy.ndimage.map_coordinates linear (order 1) and cubic B-spline (order 3)
   on the raw volume, frame by frame: what a user would otherwise run.
@@ -77,7 +77,7 @@ def scipy_resample(data: np.ndarray, positions: np.ndarray, order: int) -> np.nd
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import nibabel as nib
 
-    from jaxsr import interpolate
+    from jaxsr import interpolate, upsample
     from jaxsr.io.nifti import load
 
     s = settings(args)
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     compute = compute_timing(interpolator, prepared, s, source)
     figures.append(common.figure("latent compute (stack in, slices out)", compute, n_out, "slices", **context))
-    full = common.time_repeats(lambda: interpolate.upsample_volume(interpolator, config, volume, factor=s["factor"]),
+    full = common.time_repeats(lambda: upsample.upsample_volume(interpolator, config, volume, factor=s["factor"]),
                                repeats=repeats, warmup=1, block=lambda x: x)
     figures.append(common.figure("upsample_volume end to end", full, n_out, "slices", **context))
     figures.append(common.figure("upsample_volume end to end", full, 1, "volumes", **context))

@@ -1,4 +1,4 @@
-"""What the in-process suites run on: named configurations, models and phantom volumes.
+"""What the in-process suites run on: named configurations, models, phantom volumes and datasets.
 
 Configurations are jaxsr's named ones (`jaxsr.config.load_config("acdc_paper")`);
 --quick runs use the named "tiny". Volumes are made on the fly: an int16
@@ -8,6 +8,7 @@ cine-like 4D phantom with ACDC's matrix, spacing and frame count by default.
 from __future__ import annotations
 
 import pathlib
+from typing import Any
 
 import numpy as np
 
@@ -67,3 +68,25 @@ def write_phantoms(folder: pathlib.Path, count: int, shape=ACDC_SHAPE, spacing=A
         nib.save(phantom_volume(shape, spacing, seed=i + 1), str(path))
         paths.append(path)
     return paths
+
+
+def phantom_split(folder: pathlib.Path, s: dict[str, Any]) -> tuple[list[pathlib.Path], list[pathlib.Path], dict]:
+    """(train, test) volumes of a phantom dataset made here; test = the phantom's held-out patients."""
+    from jaxsr.data import phantom
+
+    spec = phantom.PhantomSpec(**s["phantom_spec"])
+    manifest = phantom.write_phantom_dataset(folder, s["patients"], seed=0, spec=spec)
+
+    def path(name):
+        return folder / "training" / name / f"{name}_4d.nii.gz"
+
+    return ([path(n) for n in manifest["train_patients"]], [path(n) for n in manifest["test_patients"]],
+            {"source": "jaxsr.data.phantom", "seed": 0, "spec": s["phantom_spec"],
+             "train_patients": manifest["train_patients"], "test_patients": manifest["test_patients"]})
+
+
+def training_stacks(train_paths: list[pathlib.Path], target_mm: float | None) -> list[np.ndarray]:
+    """The training volumes preprocessed as the trainer sees them: (X, Y, Z, T) in [0, 1]."""
+    from jaxsr.data.datasets import preprocess_files
+
+    return [s if s.ndim == 4 else s[..., None] for s in preprocess_files(train_paths, target_mm)]

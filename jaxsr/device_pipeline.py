@@ -236,14 +236,6 @@ def collect(result: OnDevice, plan: VolumePlan, volume: Volume) -> Volume:
     return volume.with_data(data, resliced_affine(volume.affine, plan.step))
 
 
-def upsample_volume(interpolator: LatentInterpolator, config: Any, volume: Volume, *, factor: int | None = None,
-                    spacing: float | None = None, replace_originals: bool = False, mix: str = DEFAULT_MIX) -> Volume:
-    """jaxsr.interpolate.upsample_volume on the device path: plan, dispatch, collect."""
-    plan = plan_volume(interpolator, config, volume, factor=factor, spacing=spacing, replace_originals=replace_originals,
-                       mix=mix)
-    return collect(dispatch(interpolator, plan, host_layout(volume, plan)), plan, volume)
-
-
 # ----------------------------------------------------------------------------
 # Counting compiled programs (XLA backend compilations) in this process
 

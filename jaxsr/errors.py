@@ -29,3 +29,11 @@ class ConfigError(UserError):
 
 class CheckpointError(UserError):
     """A missing, unreadable or mismatched checkpoint."""
+
+
+def one_line(error: BaseException) -> str:
+    """A one-line description; UserError messages already name the file."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if isinstance(error, UserError):
+        return text
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

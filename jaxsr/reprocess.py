@@ -40,125 +40,22 @@ runs.
 from __future__ import annotations
 
 import collections
-import dataclasses
-import json
 import logging
 import os
 import pathlib
 import time
 from typing import Any
 
-import numpy as np
-
-import jaxsr
-from jaxsr.errors import UserError
-from jaxsr.interpolate import LatentInterpolator, upsample_volume
+from jaxsr import device_pipeline
+from jaxsr.interpolate import LatentInterpolator
 from jaxsr.io import archive
-from jaxsr.io.atomic import TEMP_MARKER, atomic_output, check_output, write_bytes_atomic
-from jaxsr.io.nifti import Volume, encode, load
-from jaxsr.mixes import DEFAULT_MIX
+from jaxsr.io.atomic import TEMP_MARKER, check_output
+from jaxsr.io.nifti import Volume, load
+from jaxsr.outputs import encode_upsampled, sidecar_path, write_result
+from jaxsr.reprocess_pipeline import ArchiveRun, Summary
+from jaxsr.upsample import UpsampleSettings, stages_for, upsample_volume
 
 logger = logging.getLogger(__name__)
-
-METHOD = "jaxsr-latent-interpolation"
-# Test hooks: seconds to sleep before each volume's compute, and between writing
-# an output NIfTI's temporary and renaming it, so that a test can kill a run
-# between and during files, and in the middle of writes.
-SLEEP_ENV = "JAXSR_REPROCESS_TEST_SLEEP_S"
-WRITE_SLEEP_ENV = "JAXSR_REPROCESS_TEST_WRITE_SLEEP_S"
-
-
-def sidecar_path(output: str | os.PathLike) -> pathlib.Path:
-    output = pathlib.Path(output)
-    return output.with_name(output.name + ".json")
-
-
-def config_to_dict(config: Any) -> Any:
-    if hasattr(config, "to_dict"):
-        return config.to_dict()
-    return dict(config) if config is not None else None
-
-
-@dataclasses.dataclass(frozen=True)
-class UpsampleSettings:
-    """What an output is asked to be (`--factor` or `--spacing`, and the rest), recorded in its sidecar.
-
-    preprocess: 'device' (jaxsr.device_pipeline) or 'scipy' (the host reference).
-    mix: how new slices are made from the latents (jaxsr.mixes).
-    """
-
-    factor: int | None = None
-    spacing: float | None = None
-    replace_originals: bool = False
-    keep_dtype: bool = False
-    checkpoint: str | os.PathLike | None = None
-    preprocess: str = "device"
-    mix: str = DEFAULT_MIX
-
-
-def build_sidecar(
-    source: Volume, result: Volume, *, source_sha256: str, config: Any, settings: UpsampleSettings, dtype: np.dtype
-) -> dict[str, Any]:
-    """What made this output, deterministically (no time stamps)."""
-    from jaxsr.config import target_spacing
-    from jaxsr.data.preprocess import inplane_label
-
-    return {
-        "method": METHOD,
-        "factor": settings.factor,
-        "spacing_mm": settings.spacing,
-        "replace_originals": bool(settings.replace_originals),
-        "preprocess": settings.preprocess,
-        "mix": settings.mix,
-        "checkpoint": os.path.abspath(settings.checkpoint) if settings.checkpoint is not None else None,
-        "config": config_to_dict(config),
-        # The grid the model saw: "1.4 mm", or "native (1.5 x 1.5 mm)" (the source's own, not resampled).
-        "model_inplane_spacing": inplane_label(target_spacing(config), source.spacing[:2]),
-        "source": {
-            "path": os.path.abspath(source.path) if source.path else None,
-            "sha256": source_sha256,
-            "shape": list(source.data.shape),
-            "spacing_mm": list(source.spacing),
-        },
-        "output": {
-            "shape": list(result.data.shape),
-            "spacing_mm": [float(s) for s in result.spacing],
-            "dtype": np.dtype(dtype).name,
-        },
-        "jaxsr_version": jaxsr.version(),
-    }
-
-
-def output_dtype(volume: Volume, keep_dtype: bool) -> np.dtype:
-    return np.dtype(volume.header.get_data_dtype()) if keep_dtype else np.dtype(np.float32)
-
-
-def write_result(output: str | os.PathLike, nifti: bytes, sidecar: dict[str, Any], *, overwrite: bool) -> None:
-    """Sidecar first, then the NIfTI, each atomically (see the module docstring)."""
-    output = check_output(output, overwrite=overwrite)
-    text = json.dumps(sidecar, indent=2, sort_keys=True, default=str) + "\n"
-    side = sidecar_path(output)
-    had_sidecar = side.exists()
-    write_bytes_atomic(side, text.encode(), overwrite=True)
-    pause_s = float(os.environ.get(WRITE_SLEEP_ENV, "0") or 0)
-    try:
-        with atomic_output(output, overwrite=overwrite) as tmp:
-            tmp.write_bytes(nifti)
-            if pause_s:
-                time.sleep(pause_s)
-    except BaseException:
-        # A sidecar with no volume would describe nothing (disk full, say): take back ours.
-        if not had_sidecar:
-            side.unlink(missing_ok=True)
-        raise
-
-
-def encode_upsampled(source: Volume, result: Volume, output: pathlib.Path, *, source_sha256: str, config: Any,
-                     settings: UpsampleSettings) -> tuple[bytes, dict[str, Any]]:
-    """The output NIfTI's bytes in the asked dtype, and the sidecar that says how it was made."""
-    dtype = output_dtype(source, settings.keep_dtype)
-    sidecar = build_sidecar(source, result, source_sha256=source_sha256, config=config, settings=settings, dtype=dtype)
-    return encode(result, output, dtype), sidecar
 
 
 def upsample_file(interpolator: LatentInterpolator, config: Any, source: str | os.PathLike, output: str | os.PathLike,
@@ -177,51 +74,6 @@ def upsample_file(interpolator: LatentInterpolator, config: Any, source: str | o
     nifti, sidecar = encode_upsampled(volume, result, output, source_sha256=sha, config=config, settings=settings)
     write_result(output, nifti, sidecar, overwrite=overwrite)
     return result
-
-
-# ----------------------------------------------------------------------------
-# Archive reprocessing
-
-
-@dataclasses.dataclass
-class Summary:
-    ok: list[str] = dataclasses.field(default_factory=list)
-    skipped: list[str] = dataclasses.field(default_factory=list)
-    failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
-    seconds: float = 0.0
-    device_seconds: float = 0.0
-    host_seconds: dict[str, float] = dataclasses.field(default_factory=lambda: dict.fromkeys(archive.HOST_STAGES, 0.0))
-    compiled_programs: int = 0
-
-    @property
-    def total(self) -> int:
-        return len(self.ok) + len(self.skipped) + len(self.failed)
-
-    @property
-    def device_busy(self) -> float:
-        """Fraction of the wall time the device was working on a volume."""
-        return self.device_seconds / self.seconds if self.seconds > 0 else 0.0
-
-    def text(self) -> str:
-        done = len(self.ok) + len(self.failed)
-        lines = [
-            f"{len(self.ok)} upsampled, {len(self.skipped)} already done, {len(self.failed)} failed "
-            f"in {self.seconds:.1f} s (device busy {100 * self.device_busy:.0f}%, {self.device_seconds:.1f} s)"
-        ]
-        if done:
-            per = ", ".join(f"{k[:-2]} {v / done:.3f} s" for k, v in self.host_seconds.items())
-            lines.append(f"  per volume: device {self.device_seconds / done:.3f} s; host {per}; "
-                         f"{self.compiled_programs} programs compiled")
-        lines += [f"  failed: {name}: {error}" for name, error in self.failed]
-        return "\n".join(lines)
-
-
-def one_line(error: BaseException) -> str:
-    """A one-line description; UserError messages already name the file."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    if isinstance(error, UserError):
-        return text
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def my_files(files: list[pathlib.Path], shard: tuple[int, int] | None = None) -> list[pathlib.Path]:
@@ -275,9 +127,6 @@ def reprocess_archive(
     to its own); never stops on a bad file. `interpolator`: see
     `jaxsr.interpolate.interpolator_for`.
     """
-    from jaxsr import device_pipeline
-    from jaxsr.reprocess_pipeline import ArchiveRun, stages_for
-
     start = time.perf_counter()
     compiled_before = device_pipeline.compiled_programs()
     in_dir, out_dir = pathlib.Path(in_dir), pathlib.Path(out_dir)

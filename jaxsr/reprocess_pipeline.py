@@ -19,69 +19,50 @@ import threading
 import time
 from typing import Any
 
-from jaxsr.errors import UserError
-from jaxsr.interpolate import LatentInterpolator, finish_volume, prepare_volume
+from jaxsr.errors import one_line
 from jaxsr.io import archive
 from jaxsr.io.nifti import Volume, load
-from jaxsr.reprocess import (SLEEP_ENV, Summary, UpsampleSettings, encode_upsampled, one_line, sidecar_path,
-                             write_result)
+from jaxsr.outputs import encode_upsampled, sidecar_path, write_result
+from jaxsr.upsample import ScipyStages
 
 logger = logging.getLogger(__name__)
 
-
-class DeviceStages:
-    """The device path: plan and lay out on the host, everything else jitted (jaxsr.device_pipeline)."""
-
-    def __init__(self, interpolator: LatentInterpolator, config: Any, settings: UpsampleSettings):
-        from jaxsr import device_pipeline
-
-        self.pipeline, self.interpolator, self.config, self.settings = device_pipeline, interpolator, config, settings
-
-    def prepare(self, volume: Volume) -> Any:
-        s = self.settings
-        plan = self.pipeline.plan_volume(self.interpolator, self.config, volume, factor=s.factor, spacing=s.spacing,
-                                         replace_originals=s.replace_originals, mix=s.mix)
-        return plan, self.pipeline.host_layout(volume, plan)
-
-    def start(self, prepared: Any) -> Any:
-        return self.pipeline.dispatch(self.interpolator, *prepared)
-
-    def wait(self, started: Any) -> None:
-        import jax
-
-        jax.block_until_ready(started.out)
-
-    def finish(self, volume: Volume, prepared: Any, started: Any) -> Volume:
-        return self.pipeline.collect(started, prepared[0], volume)
+# Test hook: seconds to sleep before each volume's compute, so that a test can
+# kill a run between and during files.
+SLEEP_ENV = "JAXSR_REPROCESS_TEST_SLEEP_S"
 
 
-class ScipyStages:
-    """The host reference path: scipy preprocessing and restore, the model streamed in batches."""
+@dataclasses.dataclass
+class Summary:
+    ok: list[str] = dataclasses.field(default_factory=list)
+    skipped: list[str] = dataclasses.field(default_factory=list)
+    failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+    device_seconds: float = 0.0
+    host_seconds: dict[str, float] = dataclasses.field(default_factory=lambda: dict.fromkeys(archive.HOST_STAGES, 0.0))
+    compiled_programs: int = 0
 
-    def __init__(self, interpolator: LatentInterpolator, config: Any, settings: UpsampleSettings):
-        self.interpolator, self.config, self.settings = interpolator, config, settings
+    @property
+    def total(self) -> int:
+        return len(self.ok) + len(self.skipped) + len(self.failed)
 
-    def prepare(self, volume: Volume) -> Any:
-        return prepare_volume(volume, self.config, factor=self.settings.factor, spacing=self.settings.spacing)
+    @property
+    def device_busy(self) -> float:
+        """Fraction of the wall time the device was working on a volume."""
+        return self.device_seconds / self.seconds if self.seconds > 0 else 0.0
 
-    def start(self, prepared: Any) -> Any:
-        return self.interpolator.interpolate_stack(prepared.stack, prepared.positions,
-                                                   keep_originals=not self.settings.replace_originals,
-                                                   mix=self.settings.mix)
-
-    def wait(self, started: Any) -> None:
-        pass  # interpolate_stack returned host arrays
-
-    def finish(self, volume: Volume, prepared: Any, started: Any) -> Volume:
-        return finish_volume(prepared, started, replace_originals=self.settings.replace_originals)
-
-
-def stages_for(interpolator: LatentInterpolator, config: Any, settings: UpsampleSettings):
-    if settings.preprocess == "device":
-        return DeviceStages(interpolator, config, settings)
-    if settings.preprocess == "scipy":
-        return ScipyStages(interpolator, config, settings)
-    raise UserError(f"preprocess must be 'device' or 'scipy', got {settings.preprocess!r}")
+    def text(self) -> str:
+        done = len(self.ok) + len(self.failed)
+        lines = [
+            f"{len(self.ok)} upsampled, {len(self.skipped)} already done, {len(self.failed)} failed "
+            f"in {self.seconds:.1f} s (device busy {100 * self.device_busy:.0f}%, {self.device_seconds:.1f} s)"
+        ]
+        if done:
+            per = ", ".join(f"{k[:-2]} {v / done:.3f} s" for k, v in self.host_seconds.items())
+            lines.append(f"  per volume: device {self.device_seconds / done:.3f} s; host {per}; "
+                         f"{self.compiled_programs} programs compiled")
+        lines += [f"  failed: {name}: {error}" for name, error in self.failed]
+        return "\n".join(lines)
 
 
 def is_out_of_memory(error: BaseException) -> bool:

@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from jaxsr import cli, reprocess
+from jaxsr import cli, outputs
 from jaxsr.io import nifti
 from tests.test_bad_inputs import good_volume
 
@@ -38,7 +38,7 @@ def test_fit_on_the_archive_then_reprocess_it(tmp_path, capsys):
         assert result.data.shape == (40, 36, 11, 3)
         np.testing.assert_array_equal(result.affine[:, :2], source.affine[:, :2])  # native: the source's in-plane grid
         np.testing.assert_array_equal(result.data[:, :, ::2], source.data)  # acquired slices as acquired
-    sidecar = json.loads(reprocess.sidecar_path(out / "a.nii.gz").read_text())
+    sidecar = json.loads(outputs.sidecar_path(out / "a.nii.gz").read_text())
     assert sidecar["config"]["data"]["target_spacing_mm"] == "native"
     assert sidecar["model_inplane_spacing"] == "native (1.5 x 1.5 mm)"
     assert sidecar["output"]["spacing_mm"][:2] == sidecar["source"]["spacing_mm"][:2] == [1.5, 1.5]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxsr import interpolate
+from jaxsr import interpolate, upsample
 from jaxsr.io.nifti import Volume, output_positions
 
 
@@ -223,7 +223,7 @@ def test_upsample_geometry_oblique(model, rng, shape):
     affine = oblique_affine()
     volume = make_volume(shape, affine, rng)
     k = 3
-    out = interpolate.upsample_volume(interpolate.interpolator_for(model, config, batch_size=16), config, volume, factor=k)
+    out = upsample.upsample_volume(interpolate.interpolator_for(model, config, batch_size=16), config, volume, factor=k)
     nz = shape[2]
     assert out.data.shape == shape[:2] + ((nz - 1) * k + 1,) + shape[3:]
     ij = np.array([[0, 0], [23, 0], [5, 19], [23, 19]], np.float64)
@@ -250,15 +250,15 @@ def test_upsample_geometry_oblique(model, rng, shape):
 def test_replace_originals_uses_reconstructions(model, rng):
     volume = make_volume((24, 20, 3), oblique_affine(), rng)
     interpolator = interpolate.interpolator_for(model, tiny_config())
-    kept = interpolate.upsample_volume(interpolator, tiny_config(), volume, factor=2)
-    replaced = interpolate.upsample_volume(interpolator, tiny_config(), volume, factor=2, replace_originals=True)
+    kept = upsample.upsample_volume(interpolator, tiny_config(), volume, factor=2)
+    replaced = upsample.upsample_volume(interpolator, tiny_config(), volume, factor=2, replace_originals=True)
     assert not np.array_equal(replaced.data[:, :, ::2], volume.data)
     np.testing.assert_allclose(replaced.data[:, :, 1::2], kept.data[:, :, 1::2], atol=1e-4)
 
 
 def test_upsample_spacing_gives_the_asked_spacing(model, rng):
     volume = make_volume((24, 20, 5, 2), oblique_affine(spacing=(1.75, 1.6, 10.0)), rng)
-    out = interpolate.upsample_volume(interpolate.interpolator_for(model, tiny_config()), tiny_config(), volume, spacing=3.0)
+    out = upsample.upsample_volume(interpolate.interpolator_for(model, tiny_config()), tiny_config(), volume, spacing=3.0)
     assert out.data.shape[2] == 14  # 0, 3, ..., 39 mm: no extrapolation past 40 mm
     assert out.header.get_zooms()[2] == pytest.approx(3.0)
     np.testing.assert_allclose(np.linalg.norm(out.affine[:3, 2]), 3.0, rtol=1e-9)

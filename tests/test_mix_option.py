@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from jaxsr import cli, interpolate, mixes
+from jaxsr import cli, interpolate, mixes, upsample
 from jaxsr.io.nifti import output_positions
 from jaxsr.residual_mix import residual_mix_rows
 from jaxsr.train import checkpoint as checkpoint_lib
@@ -113,13 +113,13 @@ def test_device_path_acquired_slices_and_new_ones_differ_from_the_latent_mix(int
     from tests.test_preprocess_device import smooth_volume
 
     volume = smooth_volume(rng, (40, 36, 4, 2), (1.75, 1.6, 8.0))
-    latent = interpolate.upsample_volume(interpolator, tiny_config(), volume, factor=2)
-    residual = interpolate.upsample_volume(interpolator, tiny_config(), volume, factor=2, mix=mixes.RESIDUAL)
+    latent = upsample.upsample_volume(interpolator, tiny_config(), volume, factor=2)
+    residual = upsample.upsample_volume(interpolator, tiny_config(), volume, factor=2, mix=mixes.RESIDUAL)
     np.testing.assert_array_equal(residual.data[:, :, ::2], volume.data)
     span = float(np.ptp(volume.data))
     assert np.abs(residual.data[:, :, 1::2] - latent.data[:, :, 1::2]).max() > 0.05 * span
     with pytest.raises(ValueError, match="mix must be one of"):
-        interpolate.upsample_volume(interpolator, tiny_config(), volume, factor=2, mix="bogus")
+        upsample.upsample_volume(interpolator, tiny_config(), volume, factor=2, mix="bogus")
 
 
 # ----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from jaxsr import config as config_lib
-from jaxsr import interpolate
+from jaxsr import interpolate, upsample
 from jaxsr.data import preprocess
 from jaxsr.errors import ConfigError
 from jaxsr.io import nifti
@@ -68,7 +68,7 @@ def test_native_preprocessing_keeps_the_source_grid(volume):
 def test_native_upsampling_keeps_geometry_and_acquired_intensities(volume, path):
     """Identity model (encode 2x, decode x/2): acquired slices come back as the input, through the model."""
     interpolator = interpolate.interpolator_for(LinearCodec(), native_config(), batch_size=16)
-    out = interpolate.upsample_volume(interpolator, native_config(), volume, factor=2, replace_originals=True,
+    out = upsample.upsample_volume(interpolator, native_config(), volume, factor=2, replace_originals=True,
                                       preprocess=path)
     assert out.data.shape == (30, 26, 7, 2)
     np.testing.assert_array_equal(out.affine[:, :2], volume.affine[:, :2])  # in-plane columns

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from jaxsr import device_pipeline, interpolate, mixes
+from jaxsr import device_pipeline, interpolate, mixes, upsample
 from jaxsr.data import preprocess, preprocess_jax
 from jaxsr.errors import VolumeError
 from jaxsr.io import nifti
@@ -155,9 +155,9 @@ def test_device_upsampling_matches_scipy_end_to_end(interpolator, rng, mix):
     shape, spacing = (40, 36, 4, 2), (1.75, 1.6, 8.0)
     volume = smooth_volume(rng, shape, spacing)
     for replace in (False, True):
-        ref = interpolate.upsample_volume(interpolator, tiny_config(), volume, factor=3, replace_originals=replace,
+        ref = upsample.upsample_volume(interpolator, tiny_config(), volume, factor=3, replace_originals=replace,
                                           preprocess="scipy", mix=mix)
-        out = interpolate.upsample_volume(interpolator, tiny_config(), volume, factor=3, replace_originals=replace,
+        out = upsample.upsample_volume(interpolator, tiny_config(), volume, factor=3, replace_originals=replace,
                                           mix=mix)
         assert out.data.shape == ref.data.shape == (40, 36, 10, 2)
         np.testing.assert_array_equal(out.affine, ref.affine)
@@ -201,7 +201,7 @@ def test_constant_volume_is_refused_naming_the_file(interpolator):
     volume = make_volume((16, 16, 4), np.eye(4), np.random.default_rng(0))
     volume = volume.with_data(np.full((16, 16, 4), 3.0, np.float32))
     with pytest.raises(VolumeError, match="mem.nii.gz.*constant intensity"):
-        interpolate.upsample_volume(interpolator, tiny_config(), volume, factor=2)
+        upsample.upsample_volume(interpolator, tiny_config(), volume, factor=2)
 
 
 def test_row_buckets():
@@ -213,7 +213,7 @@ def test_mixed_sizes_in_one_bucket_compile_nothing_new(rng):
     model = tiny_model()
     interpolator = interpolate.interpolator_for(model, tiny_config(), batch_size=16)
     first = smooth_volume(rng, (40, 36, 4, 3), (1.75, 1.6, 8.0))
-    interpolate.upsample_volume(interpolator, tiny_config(), first, factor=2)
+    upsample.upsample_volume(interpolator, tiny_config(), first, factor=2)
     before = device_pipeline.compiled_programs()
     plans = set()
     # (x, y) -> (50, 41) ... (54, 39): all in the 64 x 64 bucket; 12-16 source rows, one batch of 16.
@@ -221,6 +221,6 @@ def test_mixed_sizes_in_one_bucket_compile_nothing_new(rng):
         volume = smooth_volume(rng, shape, (1.75, 1.6, 8.0))
         plan = device_pipeline.plan_volume(interpolator, tiny_config(), volume, factor=2)
         plans.add((plan.raw_xy, plan.model_xy, plan.rows))
-        out = interpolate.upsample_volume(interpolator, tiny_config(), volume, factor=2)
+        out = upsample.upsample_volume(interpolator, tiny_config(), volume, factor=2)
         np.testing.assert_array_equal(out.data[:, :, ::2], volume.data)
     assert device_pipeline.compiled_programs() == before, plans

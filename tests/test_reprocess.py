@@ -19,7 +19,9 @@ from jaxsr import cli
 from jaxsr.interpolate import interpolator_for
 from jaxsr.io import archive
 from jaxsr.io.atomic import TEMP_MARKER
-from jaxsr.reprocess import SLEEP_ENV, UpsampleSettings, reprocess_archive
+from jaxsr.reprocess import reprocess_archive
+from jaxsr.reprocess_pipeline import SLEEP_ENV
+from jaxsr.upsample import UpsampleSettings
 from jaxsr.train import checkpoint as checkpoint_lib
 from tests.test_interpolate import oblique_affine, tiny_config, tiny_model
 
@@ -148,7 +150,8 @@ _KILLED_RUN = """
 import sys
 from tests.test_interpolate import tiny_config, tiny_model
 from jaxsr.interpolate import interpolator_for
-from jaxsr.reprocess import UpsampleSettings, reprocess_archive
+from jaxsr.reprocess import reprocess_archive
+from jaxsr.upsample import UpsampleSettings
 config = tiny_config()
 reprocess_archive(interpolator_for(tiny_model(config), config), config, sys.argv[1], sys.argv[2],
                   UpsampleSettings(factor=3, checkpoint=sys.argv[3]), workers=2, progress=False)
@@ -202,11 +205,11 @@ def test_kill_then_rerun_matches_an_uninterrupted_run(tmp_path, rng, model_and_c
 
 def test_a_volume_the_device_cannot_hold_is_redone_on_the_host_path(tmp_path, rng, model_and_config, monkeypatch):
     """RESOURCE_EXHAUSTED from the whole-volume programs: the scipy path (the model streamed in batches) takes over."""
-    from jaxsr import reprocess_pipeline
+    from jaxsr import upsample
 
     model, config = model_and_config
     names = make_archive(tmp_path / "in", rng)
-    wait, calls = reprocess_pipeline.DeviceStages.wait, []
+    wait, calls = upsample.DeviceStages.wait, []
 
     def wait_or_run_out(self, started):
         calls.append(started)
@@ -214,7 +217,7 @@ def test_a_volume_the_device_cannot_hold_is_redone_on_the_host_path(tmp_path, rn
             raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1.2TiB")
         wait(self, started)
 
-    monkeypatch.setattr(reprocess_pipeline.DeviceStages, "wait", wait_or_run_out)
+    monkeypatch.setattr(upsample.DeviceStages, "wait", wait_or_run_out)
     summary = reprocess_archive(interpolator_for(model, config), config, tmp_path / "in", tmp_path / "out",
                                 UpsampleSettings(factor=2), workers=2, progress=False)
     assert sorted(summary.ok) == names and not summary.failed

@@ -2,7 +2,7 @@
 
 Each shard is a `reprocess_archive(..., shard=(i, 4))` subprocess with short
 sleeps before each volume's compute and between writing each output's
-temporary and renaming it (jaxsr.reprocess.SLEEP_ENV, WRITE_SLEEP_ENV), so
+temporary and renaming it (jaxsr.reprocess_pipeline.SLEEP_ENV, jaxsr.outputs.WRITE_SLEEP_ENV), so
 that kills land in reads, compute and the middle of writes alike. A killed shard is restarted at once
 with the same command while the others keep running; after every kill, every
 file under its final name must already be byte-identical to the uninterrupted
@@ -34,7 +34,8 @@ import pytest
 from jaxsr import cli
 from jaxsr.io import archive
 from jaxsr.io.atomic import TEMP_MARKER
-from jaxsr.reprocess import SLEEP_ENV, WRITE_SLEEP_ENV
+from jaxsr.outputs import WRITE_SLEEP_ENV
+from jaxsr.reprocess_pipeline import SLEEP_ENV
 from tests.test_reprocess import outputs_of, write_volume
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -44,7 +45,8 @@ SHARD_RUN = """
 import sys
 from tests.test_interpolate import tiny_config, tiny_model
 from jaxsr.interpolate import interpolator_for
-from jaxsr.reprocess import UpsampleSettings, reprocess_archive
+from jaxsr.reprocess import reprocess_archive
+from jaxsr.upsample import UpsampleSettings
 config = tiny_config()
 summary = reprocess_archive(interpolator_for(tiny_model(config), config), config, sys.argv[1], sys.argv[2],
                             UpsampleSettings(factor=2, checkpoint=sys.argv[3]), shard=(int(sys.argv[4]), int(sys.argv[5])),

@@ -9,7 +9,8 @@ import pytest
 from jaxsr import cli
 from jaxsr.interpolate import interpolator_for
 from jaxsr.io import archive
-from jaxsr.reprocess import UpsampleSettings, reprocess_archive
+from jaxsr.reprocess import reprocess_archive
+from jaxsr.upsample import UpsampleSettings
 from jaxsr.status import archive_status, busy_seconds
 from tests.test_reprocess import make_archive, model_and_config  # noqa: F401  (fixture)
 

@@ -64,8 +64,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def upsample_settings(args: argparse.Namespace):
-    """The jaxsr.reprocess.UpsampleSettings that `add_model_arguments`' flags ask for."""
-    from jaxsr.reprocess import UpsampleSettings
+    """The jaxsr.upsample.UpsampleSettings that `add_model_arguments`' flags ask for."""
+    from jaxsr.upsample import UpsampleSettings
 
     return UpsampleSettings(factor=args.factor, spacing=args.spacing, replace_originals=args.replace_originals,
                             keep_dtype=args.keep_dtype, checkpoint=args.checkpoint, mix=args.mix)
