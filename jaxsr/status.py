@@ -24,6 +24,10 @@ from jaxsr.errors import UserError
 from jaxsr.io import archive
 
 
+# per_volume's keys are Record fields ("seconds", "device_s", "read_s", ...); the text says what each is
+_LABELS = {"seconds": "total"}
+
+
 def busy_seconds(records: list[archive.Record]) -> float:
     """Length of the union of the records' in-flight intervals."""
     spans = sorted((r.finished - r.seconds, r.finished) for r in records if r.finished is not None)
@@ -82,7 +86,7 @@ class ArchiveStatus:
             lines.append(f"  {self.not_in_input} input(s) in the manifests are no longer under {self.in_dir}")
         if self.wall_s > 0:
             rate = f", {self.volumes_per_s:.3g} volumes/s" if self.done else ""
-            per = ", ".join(f"{k[:-2]} {v:.3f} s" for k, v in self.per_volume.items())
+            per = ", ".join(f"{_LABELS.get(k, k.removesuffix('_s'))} {v:.3f} s" for k, v in self.per_volume.items())
             lines.append(f"  time: {self.wall_s:.1f} s with volumes in flight{rate}; per volume: {per}")
         for m in self.manifests:
             busy = f", device busy {100 * m['device_busy']:.0f}%" if m["device_busy"] is not None else ""

@@ -10,8 +10,8 @@ from jaxsr import cli
 from jaxsr.interpolate import interpolator_for
 from jaxsr.io import archive
 from jaxsr.reprocess import reprocess_archive
-from jaxsr.upsample import UpsampleSettings
 from jaxsr.status import archive_status, busy_seconds
+from jaxsr.upsample import UpsampleSettings
 from tests.test_reprocess import make_archive, model_and_config  # noqa: F401  (fixture)
 
 
@@ -52,6 +52,23 @@ def test_manifests_merge_by_finish_time_and_keep_reading_the_old_one(tmp_path):
     assert [m["file"] for m in status.manifests] == ["manifest.jsonl", ".jaxsr/manifest-shard-0-of-2.jsonl",
                                                     ".jaxsr/manifest-shard-1-of-2.jsonl"]
     assert status.wall_s == pytest.approx(3.0)  # [99, 100] U [100, 101] U [101, 102]; legacy lines carry no times
+
+
+def test_text_names_every_per_volume_time(tmp_path, capsys):
+    """The text output, read back: each mean under its full name (it once printed 'secon' for the total)."""
+    out = tmp_path / "out"
+    manifest = archive.Manifest(out / archive.STATE_DIR / archive.manifest_name())
+    (out / archive.STATE_DIR).mkdir(parents=True)
+    times = {"device_s": 1.5, "read_s": 0.25, "decode_s": 0.5, "encode_s": 0.75, "write_s": 0.125}
+    for i, finished in enumerate((10.0, 13.0)):  # busy [8, 10] U [9, 13]: 5 s
+        (out / f"{i}.nii.gz").write_bytes(b"x")
+        manifest.append(record(f"{i}.nii.gz", "ok", finished, seconds=2.0 + 2 * i, **times))
+    assert cli.main(["status", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{out}: 2 done, 0 failed, 0 pending"
+    assert lines[1] == ("  time: 5.0 s with volumes in flight, 0.4 volumes/s; per volume: total 3.000 s, "
+                        "device 1.500 s, read 0.250 s, decode 0.500 s, encode 0.750 s, write 0.125 s")
+    assert lines[2] == "  .jaxsr/manifest-shard-0-of-1.jsonl: 2 records, 2 ok, 0 failed, device busy 60%"  # 2 x 1.5 s of 5
 
 
 def test_busy_seconds_is_the_union_of_intervals():
