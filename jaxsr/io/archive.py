@@ -1,4 +1,4 @@
-"""An archive of NIfTI files: walking it, splitting it, and the JSONL manifests.
+"""An archive of NIfTI files and DICOM series folders: walking it, splitting it, and the JSONL manifests.
 
 Each process of a run appends to its own manifest,
 OUT_DIR/.jaxsr/manifest-shard-I-of-N.jsonl (with .host-P-of-H before the
@@ -32,6 +32,7 @@ from typing import Iterable, Iterator, Sequence
 
 from jaxsr.errors import ConfigError, UserError
 from jaxsr.io.atomic import TEMP_MARKER
+from jaxsr.io.dicom import holds_dicom
 from jaxsr.io.nifti import is_nifti_path
 
 MANIFEST_NAME = "manifest.jsonl"  # written by runs before per-shard manifests; still read
@@ -39,15 +40,22 @@ STATE_DIR = ".jaxsr"  # under OUT_DIR: the manifests (find_volumes skips hidden 
 
 
 def find_volumes(root: str | os.PathLike, pattern: str | None = None, *, exclude: str | os.PathLike | None = None) -> list[pathlib.Path]:
-    """Relative paths of every NIfTI file under `root`, sorted.
+    """Relative paths of every input under `root`, sorted: NIfTI files and DICOM series folders.
 
-    `pattern` filters the relative (POSIX) paths with fnmatch. Hidden files
-    (our temporaries among them) and anything under `exclude` (an output folder
-    nested inside the input) are left out.
+    A series folder is any folder below `root` holding DICOM files directly (a
+    .dcm name, else the 'DICM' magic; jaxsr.io.dicom.holds_dicom), one input
+    however many files it holds; its subfolders are walked as well. `root`
+    itself holding DICOM files is refused: its output would have no name, so
+    give the folder above it. `pattern` filters the relative (POSIX) paths
+    with fnmatch. Hidden files and folders (our temporaries among them) and
+    anything under `exclude` (an output folder nested inside the input) are
+    left out.
     """
     root = pathlib.Path(root)
     if not root.is_dir():
         raise UserError(f"{root}: input folder does not exist")
+    if holds_dicom(root):
+        raise UserError(f"{root}: holds DICOM files itself; give the folder above it (each series folder is one input)")
     exclude_path = pathlib.Path(exclude).resolve() if exclude is not None else None
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -56,10 +64,12 @@ def find_volumes(root: str | os.PathLike, pattern: str | None = None, *, exclude
             dirnames[:] = []
             continue
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            if name.startswith(".") or TEMP_MARKER in name or not is_nifti_path(name):
-                continue
-            rel = (here / name).relative_to(root)
+        candidates = [here / d for d in dirnames
+                      if (exclude_path is None or (here / d).resolve() != exclude_path) and holds_dicom(here / d)]
+        candidates += [here / name for name in filenames
+                       if not name.startswith(".") and TEMP_MARKER not in name and is_nifti_path(name)]
+        for path in candidates:
+            rel = path.relative_to(root)
             if pattern and not fnmatch.fnmatch(rel.as_posix(), pattern):
                 continue
             found.append(rel)

@@ -7,7 +7,8 @@ sometimes multi-line, text beside our one error line. Here both are routed to a
 per-thread list while `collecting()` is active (reprocess reads files on several
 threads at once), so the reader can turn them into one log line for the file.
 Outside `collecting()` they go to this module's logger at debug level (nibabel
-logs) or to the previous warning display (warnings).
+logs) or to the previous warning display (warnings). `collect_logger` routes
+another reader's library logger (pydicom's) the same way.
 """
 
 from __future__ import annotations
@@ -46,9 +47,18 @@ class _ToCollector(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         notes = getattr(_local, "notes", None)
         if notes is None:
-            logger.debug("nibabel: %s", one_line(record.getMessage()))
+            logger.debug("%s: %s", record.name, one_line(record.getMessage()))
         else:
             notes.append((record.levelno, one_line(record.getMessage())))
+
+
+def collect_logger(name: str, level: int = logging.WARNING) -> None:
+    """Routes library logger `name` (records at `level` and above) to the notes instead of the root logger."""
+    library = logging.getLogger(name)
+    if not any(isinstance(h, _ToCollector) for h in library.handlers):
+        library.addHandler(_ToCollector())
+    library.propagate = False
+    library.setLevel(level)
 
 
 def _install() -> None:
