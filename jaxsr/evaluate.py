@@ -314,7 +314,7 @@ def evaluate_volumes(
     Volumes with fewer than 3 slices are skipped with a warning (counted).
     """
     from jaxsr.data.preprocess import preprocess_volume
-    from jaxsr.io import nifti
+    from jaxsr.io.volumes import load_volume
 
     tables, examples = [], []
     through_plane = None
@@ -328,7 +328,7 @@ def evaluate_volumes(
         iterator = tqdm(paths, desc="evaluate", unit="volume")
     for path in iterator:
         t0 = time.perf_counter()
-        volume = nifti.load(path)
+        volume = load_volume(path)
         data, _ = preprocess_volume(volume, target_mm=target_mm)
         stack = crop_inplane(data, crop_size)
         seconds["load"] += time.perf_counter() - t0

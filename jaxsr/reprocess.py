@@ -47,10 +47,12 @@ import time
 from typing import Any
 
 from jaxsr import device_pipeline
+from jaxsr.errors import UserError
 from jaxsr.interpolate import LatentInterpolator
 from jaxsr.io import archive
 from jaxsr.io.atomic import TEMP_MARKER, check_output
-from jaxsr.io.nifti import Volume, load
+from jaxsr.io.nifti import Volume
+from jaxsr.io.volumes import input_sha256, load_volume, output_name
 from jaxsr.outputs import encode_upsampled, sidecar_path, write_result
 from jaxsr.reprocess_pipeline import ArchiveRun, Summary
 from jaxsr.upsample import UpsampleSettings, stages_for, upsample_volume
@@ -60,14 +62,14 @@ logger = logging.getLogger(__name__)
 
 def upsample_file(interpolator: LatentInterpolator, config: Any, source: str | os.PathLike, output: str | os.PathLike,
                   settings: UpsampleSettings, *, overwrite: bool = False, volume: Volume | None = None) -> Volume:
-    """`jaxsr upsample` as a function: one file in, one NIfTI and its sidecar out.
+    """`jaxsr upsample` as a function: one NIfTI file or DICOM series folder in, one NIfTI and its sidecar out.
 
     volume: `source` already loaded (the command reads it before the slow model load).
     """
     output = check_output(output, overwrite=overwrite)
     if volume is None:
-        volume = load(source)  # VolumeError for anything unreadable, before hashing
-    sha = archive.sha256_file(source)
+        volume = load_volume(source)  # VolumeError for anything unreadable, before hashing
+    sha = input_sha256(source)
     result = upsample_volume(interpolator, config, volume, factor=settings.factor, spacing=settings.spacing,
                              replace_originals=settings.replace_originals, preprocess=settings.preprocess,
                              mix=settings.mix)
@@ -121,7 +123,9 @@ def reprocess_archive(
     workers: int = 4,
     progress: bool = True,
 ) -> Summary:
-    """Upsamples every NIfTI under `in_dir` into the mirrored path under `out_dir`.
+    """Upsamples every input under `in_dir` (NIfTI files, DICOM series folders) into the mirrored path under `out_dir`.
+
+    A series folder a/b/series1 is written as a/b/series1.nii.gz (jaxsr.io.volumes.output_name).
 
     Resumable through the manifests under OUT_DIR/.jaxsr (this process appends
     to its own); never stops on a bad file. `interpolator`: see
@@ -132,7 +136,13 @@ def reprocess_archive(
     in_dir, out_dir = pathlib.Path(in_dir), pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = my_files(archive.find_volumes(in_dir, pattern, exclude=out_dir), shard)
-    outputs = {rel.as_posix(): out_dir / rel for rel in files}
+    outputs = {rel.as_posix(): out_dir / output_name(rel) for rel in files}
+    if len(set(outputs.values())) < len(outputs):
+        seen: dict[pathlib.Path, str] = {}
+        for rel, out in outputs.items():
+            if out in seen:
+                raise UserError(f"{in_dir / rel}: its output {out} is also {in_dir / seen[out]}'s; rename one of them")
+            seen[out] = rel
     stages = stages_for(interpolator, config, settings)
     with own_manifest(out_dir, shard).held() as manifest:
         if removed := remove_own_temporaries(list(outputs.values())):

@@ -21,7 +21,8 @@ from typing import Any
 
 from jaxsr.errors import one_line
 from jaxsr.io import archive
-from jaxsr.io.nifti import Volume, load
+from jaxsr.io.nifti import Volume
+from jaxsr.io.volumes import input_sha256, load_volume, output_name
 from jaxsr.outputs import encode_upsampled, sidecar_path, write_result
 from jaxsr.upsample import ScipyStages
 
@@ -106,14 +107,14 @@ class ArchiveRun:
     def read(self, rel: str) -> _Item:
         item = _Item(rel, time.perf_counter())
         try:
-            item.sha256 = archive.sha256_file(self.in_dir / rel)
+            item.sha256 = input_sha256(self.in_dir / rel)
             t = time.perf_counter()
             item.times["read_s"] = t - item.started
             out = self.outputs[rel]
             if archive.is_done(self.latest.get(rel), item.sha256, out, [sidecar_path(out)]):
                 item.skipped = True
                 return item
-            item.volume = load(self.in_dir / rel)
+            item.volume = load_volume(self.in_dir / rel)
             item.stages = self.stages
             item.prepared = self.stages.prepare(item.volume)
             item.times["decode_s"] = time.perf_counter() - t
@@ -175,7 +176,7 @@ class ArchiveRun:
     # -- tallies
     def record(self, item: _Item, status: str) -> None:
         times = {k: round(v, 6) for k, v in item.times.items()}
-        self.manifest.append(archive.Record(item.rel, item.sha256, item.rel, status,
+        self.manifest.append(archive.Record(item.rel, item.sha256, output_name(item.rel).as_posix(), status,
                                             round(time.perf_counter() - item.started, 3), item.error,
                                             finished=round(time.time(), 6), **times))
         with self.lock:

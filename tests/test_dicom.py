@@ -17,7 +17,6 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from jaxsr.errors import VolumeError
 from jaxsr.io import archive, dicom, nifti, volumes
-from tests.test_nifti import write_nifti
 
 # Decimal strings as written here: positions and spacings to 6 decimals (rounding
 # 5e-7 mm), direction cosines to 8 (5e-9, times a spacing under 10 mm: 5e-8 mm).
@@ -107,15 +106,18 @@ SHAPE = (12, 10, 5, 3)
 SLOPE, INTERCEPT = 0.5, -12.0
 
 
-@pytest.fixture
-def cine(tmp_path):
-    """The same oblique int16 cine as NIfTI (scl_slope/inter) and as a DICOM series folder."""
-    rng = np.random.default_rng(3)
-    raw = rng.integers(-300, 2000, SHAPE).astype(np.int16)
-    affine = right_handed_affine()
-    nii = tmp_path / "cine.nii"
+def make_cine(nii: pathlib.Path, series: pathlib.Path):
+    """The same oblique int16 cine as NIfTI `nii` (scl_slope/inter) and as DICOM series folder `series`.
+
+    Returns the NIfTI's Volume, the series folder and the stored integers.
+    """
     import nibabel as nib
 
+    rng = np.random.default_rng(3)
+    raw = rng.integers(-300, 2000, SHAPE).astype(np.int16)
+    raw[3:9, 2:8] += 1500  # a bright block: something for a model to keep
+    affine = right_handed_affine()
+    nii.parent.mkdir(parents=True, exist_ok=True)
     image = nib.Nifti1Image(raw, affine)
     image.header.set_slope_inter(SLOPE, INTERCEPT)
     image.header.set_xyzt_units("mm", "sec")
@@ -123,9 +125,13 @@ def cine(tmp_path):
     image.set_sform(affine, code=1)
     image.header.set_zooms((1.25, 1.5, 8.0, 0.04))
     image.to_filename(str(nii))
-    reference = nifti.load(nii)
-    write_series(tmp_path / "series", raw, affine, slope=SLOPE, intercept=INTERCEPT, frame_ms=40.0)
-    return reference, tmp_path / "series", raw
+    write_series(series, raw, affine, slope=SLOPE, intercept=INTERCEPT, frame_ms=40.0)
+    return nifti.load(nii), series, raw
+
+
+@pytest.fixture
+def cine(tmp_path):
+    return make_cine(tmp_path / "cine.nii", tmp_path / "series")
 
 
 def test_oblique_series_matches_its_nifti(cine):

@@ -1,4 +1,4 @@
-"""`jaxsr upsample`: upsample one thick-slice NIfTI volume (3D or 4D) through-plane.
+"""`jaxsr upsample`: upsample one thick-slice volume (3D or 4D NIfTI, or a DICOM series folder) through-plane.
 
 Encodes every acquired slice once, decodes mixed latents for the new slices
 (with --mix residual, plus the neighbours' reconstruction residuals) and
@@ -17,7 +17,8 @@ from jaxsr.errors import ConfigError, UserError
 
 def register(subparsers) -> None:
     parser = common.add_command(subparsers, __doc__, run)
-    parser.add_argument("input", type=pathlib.Path, metavar="IN", help="input NIfTI (.nii or .nii.gz)")
+    parser.add_argument("input", type=pathlib.Path, metavar="IN",
+                        help="input NIfTI (.nii or .nii.gz), or a folder holding one DICOM series")
     parser.add_argument("output", type=pathlib.Path, metavar="OUT", help="output NIfTI (.nii or .nii.gz)")
     common.add_model_arguments(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
@@ -25,17 +26,18 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from jaxsr.interpolate import load_interpolator
-    from jaxsr.io.nifti import is_nifti_path, load
+    from jaxsr.io.nifti import is_nifti_path
+    from jaxsr.io.volumes import load_volume
     from jaxsr.reprocess import upsample_file
 
     if not is_nifti_path(args.output):
         raise ConfigError(f"{args.output}: output name must end in .nii or .nii.gz")
     # Refuse bad input before the (slow) checkpoint load: a missing, unreadable or malformed IN.
-    if not args.input.is_file():
-        raise UserError(f"{args.input}: no such file")
+    if not args.input.exists():
+        raise UserError(f"{args.input}: no such file or folder")
     if args.output.exists() and not args.overwrite:
         raise UserError(f"{args.output}: output exists (pass --overwrite to replace it)")
-    volume = load(args.input)
+    volume = load_volume(args.input)
     interpolator, config = load_interpolator(args.checkpoint, batch_size=args.batch_size)
     result = upsample_file(interpolator, config, args.input, args.output, common.upsample_settings(args),
                            overwrite=args.overwrite, volume=volume)

@@ -7,9 +7,10 @@ splits the other low-resolution patients 70 train / 18 validation with a fixed
 seed. A tree in ACDC layout that is not ACDC itself (the phantom) holds out its
 thin-slice (<= 5.5 mm) patients instead, and splits the rest in the same ratio.
 
-Any other folder of .nii/.nii.gz volumes (3D or 4D, any names, nested) splits
-80/10/10 by a stable hash of each file's path relative to the folder, so
-adding files never moves an existing one to another split.
+Any other folder of .nii/.nii.gz volumes (3D or 4D, any names, nested) and
+DICOM series folders (each one volume, jaxsr.io.dicom) splits 80/10/10 by a
+stable hash of each input's path relative to the folder, so adding inputs
+never moves an existing one to another split.
 
 The "all-train" split is for fitting a model to the archive one means to
 upsample (the method needs no high-resolution data, so that is legitimate):
@@ -35,6 +36,7 @@ import numpy as np
 from jaxsr.data.split_kinds import ALL_TRAIN, HELD_OUT, SPLIT_KINDS, VALIDATION_EVERY
 from jaxsr.errors import UserError
 from jaxsr.io import nifti
+from jaxsr.io.volumes import load_volume
 
 ACDC_TEST = ("patient035", "patient075", "patient081", "patient082", "patient084", "patient085",
              "patient088", "patient092", "patient094", "patient095", "patient096", "patient099")
@@ -173,11 +175,13 @@ def make_split(data_dir, seed: int = SPLIT_SEED, *, kind: str = HELD_OUT) -> dic
 
 
 def _folder_volumes(data_dir: pathlib.Path) -> list[str]:
-    """Every .nii/.nii.gz under `data_dir` (hidden files left out), relative, sorted."""
-    files = sorted(p for p in data_dir.rglob("*") if nifti.is_nifti_path(p) and not p.name.startswith("."))
-    if not files:
-        raise UserError(f"{data_dir}: no .nii or .nii.gz files")
-    return [f.relative_to(data_dir).as_posix() for f in files]
+    """Every .nii/.nii.gz and DICOM series folder under `data_dir` (as reprocess walks it), relative, sorted."""
+    from jaxsr.io.archive import find_volumes
+
+    found = find_volumes(data_dir)
+    if not found:
+        raise UserError(f"{data_dir}: no .nii or .nii.gz files or DICOM series folders")
+    return [rel.as_posix() for rel in found]
 
 
 def all_train_split(data_dir) -> dict:
@@ -253,7 +257,7 @@ def preprocess_files(paths, target_mm: float | None) -> list[np.ndarray]:
     """Each volume read and preprocessed as in the paper: (X, Y, Z[, T]) in [0, 1] at `target_mm` in-plane (None: native)."""
     from jaxsr.data.preprocess import preprocess_volume
 
-    return [preprocess_volume(nifti.load(f), target_mm)[0] for f in paths]
+    return [preprocess_volume(load_volume(f), target_mm)[0] for f in paths]
 
 
 def load_stacks(data_dir, split: str, target_mm: float | None, split_file=None) -> list[np.ndarray]:

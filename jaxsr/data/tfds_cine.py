@@ -54,7 +54,8 @@ class CineSlices(tfds.core.GeneratorBasedBuilder):
     BUILDER_CONFIGS = [CineSlicesConfig(target_mm=target_spacing(default.get_config()))]
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Point manual_dir at an ACDC copy (the folder holding training/ or database/training/, from "
-        "https://www.creatis.insa-lyon.fr/Challenge/acdc/) or at any folder of 3D/4D .nii/.nii.gz volumes."
+        "https://www.creatis.insa-lyon.fr/Challenge/acdc/) or at any folder of 3D/4D .nii/.nii.gz volumes "
+        "and DICOM series folders."
     )
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -80,10 +81,10 @@ class CineSlices(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, root: pathlib.Path, relative_paths: list[str]):
         from jaxsr.data.preprocess import preprocess_volume
-        from jaxsr.io import nifti
+        from jaxsr.io.volumes import load_volume
 
         for rel in relative_paths:
-            volume = nifti.load(root / rel)
+            volume = load_volume(root / rel)
             data = preprocess_volume(volume, self.builder_config.target_mm)[0]
             if data.ndim == 3:
                 data = data[..., None]
