@@ -50,6 +50,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.dtype = "float32"  # compute dtype; parameters are always float32
     c.model.negative_slope = 0.01  # leaky ReLU
     c.model.batch_norm = True
+    # How each 3x3 conv is computed (jaxsr.models.conv_choice): "lax" (XLA's convolution), "winograd2" or
+    # "winograd4" (Winograd F(2x2,3x3) / F(4x4,3x3), fewer multiplies), or "auto": per layer shape and
+    # direction the fastest of them, timed once on this machine and remembered in a cache file.
+    c.model.conv_impl = "auto"
 
     c.loss = ml_collections.ConfigDict()
     # decode(z(n)/2 + z(n+2)/2) against slice n+1 (needs data.triplets): MSE and 1 - SSIM weights.

@@ -8,6 +8,9 @@ from flax import nnx
 from jaxsr.config import load_config
 from jaxsr.models.autoencoder import AutoEncoder
 
+# Shapes only: conv_impl=auto would time the paper network's convs at the first trace, for nothing.
+LAX = ["--config.model.conv_impl=lax"]
+
 
 def expected_params(m) -> int:
     """Count from the architecture description, independent of the module code."""
@@ -33,7 +36,7 @@ def expected_params(m) -> int:
 
 @pytest.mark.parametrize("name", ["acdc_paper", "acdc_followup", "phantom_demo", "tiny"])
 def test_parameter_count_and_shapes(name):
-    config = load_config(name)
+    config = load_config(name, LAX)
     m = config.model
     # Abstract model: shapes without initialising or running anything.
     model = nnx.eval_shape(lambda: AutoEncoder(m, rngs=nnx.Rngs(0)))
@@ -58,7 +61,7 @@ def _shapes(model, shape):
 
 
 def test_paper_latent_is_16_channels_at_one_sixteenth():
-    model = nnx.eval_shape(lambda: AutoEncoder(load_config("acdc_paper").model, rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: AutoEncoder(load_config("acdc_paper", LAX).model, rngs=nnx.Rngs(0)))
     z, y = _shapes(model, (1, 128, 128, 1))
     assert z.shape == (1, 8, 8, 16) and y.shape == (1, 128, 128, 1)
 
