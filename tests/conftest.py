@@ -4,6 +4,7 @@ This must run before jax is imported anywhere, which conftest guarantees.
 """
 
 import os
+import tempfile
 
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
@@ -11,6 +12,9 @@ if "xla_force_host_platform_device_count" not in _flags:
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# conv_impl=auto remembers its per-layer timings in a cache file: the tests' goes to a fresh temporary
+# folder (subprocesses inherit it), never the user's ~/.cache.
+os.environ.setdefault("JAXSR_CONV_CHOICE_CACHE", os.path.join(tempfile.mkdtemp(prefix="jaxsr-test-"), "conv_choice.json"))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
