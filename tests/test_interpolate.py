@@ -26,6 +26,7 @@ def tiny_config() -> ml_collections.ConfigDict:
                 "dtype": "float32",
                 "negative_slope": 0.01,
                 "batch_norm": True,
+                "conv_impl": "auto",
             },
         }
     )
