@@ -311,7 +311,9 @@ def test_several_series_in_one_folder_are_refused(cine, tmp_path):
     write_series(folder, raw[:, :, :, :1], reference.affine, name="other{:03d}.dcm", series_uid="1.2.3.99")
     for path in folder.glob("other*.dcm"):
         edit(path, SeriesNumber=9)
-    assert refused(folder) == f"{folder}: holds 2 DICOM series (SeriesNumber 7, SeriesNumber 9); put each series in its own folder"
+    uid = pydicom.dcmread(folder / "IM0000.dcm").SeriesInstanceUID
+    assert refused(folder) == (f"{folder}: holds 2 DICOM series (SeriesNumber 7, SeriesInstanceUID {uid} in IM0000.dcm; "
+                               "SeriesNumber 9, SeriesInstanceUID 1.2.3.99 in other000.dcm); put each series in its own folder")
 
 
 def test_a_single_dicom_file_and_an_empty_folder_are_refused(cine, tmp_path):

@@ -221,6 +221,8 @@ def _image(path: pathlib.Path, ds: pydicom.Dataset) -> _Image:
     samples = ds.get("SamplesPerPixel")
     if samples not in (None, "") and int(samples) != 1:
         raise VolumeError(path, f"a colour image (SamplesPerPixel {int(samples)}); expected a greyscale MR image")
+    if "PixelData" not in ds:
+        raise VolumeError(path, "no pixel data (not an image, or a truncated file)")
     orientation = _numbers(path, ds, "ImageOrientationPatient", 6)
     row, column = orientation[:3], orientation[3:]
     if not (np.allclose([np.linalg.norm(row), np.linalg.norm(column)], 1.0, atol=UNIT_ATOL, rtol=0)
@@ -231,8 +233,6 @@ def _image(path: pathlib.Path, ds: pydicom.Dataset) -> _Image:
     if not np.all(spacing > 0):
         raise VolumeError(path, f"PixelSpacing {_values(spacing)} is not positive")
     rows, columns = _count(path, ds, "Rows"), _count(path, ds, "Columns")
-    if "PixelData" not in ds:
-        raise VolumeError(path, "no pixel data (not an image)")
     slope = _optional_number(path, ds, "RescaleSlope", 1.0)
     intercept = _optional_number(path, ds, "RescaleIntercept", 0.0)
     if slope == 0:
@@ -244,7 +244,8 @@ def _image(path: pathlib.Path, ds: pydicom.Dataset) -> _Image:
     if not np.all(np.isfinite(pixels)):
         raise VolumeError(path, "rescaled pixel values are not finite")
     uid = ds.get("SeriesInstanceUID")
-    label = f"SeriesNumber {ds.get('SeriesNumber')}" if ds.get("SeriesNumber") not in (None, "") else f"UID {uid}"
+    number = ds.get("SeriesNumber")
+    label = (f"SeriesNumber {number}, " if number not in (None, "") else "") + f"SeriesInstanceUID {uid or 'none'}"
     return _Image(path, str(uid) if uid else None, label, orientation, position, _rounding(ds, "ImagePositionPatient"),
                   spacing, _optional_number(path, ds, "TriggerTime", None), _optional_int(ds, "TemporalPositionIdentifier"),
                   _optional_int(ds, "InstanceNumber"), stored.dtype, slope, intercept, pixels)
@@ -265,7 +266,10 @@ def _pixels(path: pathlib.Path, ds: pydicom.Dataset) -> np.ndarray:
             plugins = "; ".join(decoder.missing_dependencies)
             raise VolumeError(path, f"compressed with {syntax.name} ({syntax}), which no installed pydicom plugin "
                                     f"decodes; pydicom's plugins for it: {plugins}")
-    return np.asarray(ds.pixel_array)
+    try:
+        return np.asarray(ds.pixel_array)
+    except AttributeError as e:  # pydicom's way of saying a required pixel module element is missing
+        raise VolumeError(path, f"unreadable pixel data ({one_line(e)})") from None
 
 
 def _numbers(path: pathlib.Path, ds: pydicom.Dataset, keyword: str, count: int) -> np.ndarray:
@@ -338,8 +342,10 @@ def _assemble(folder: pathlib.Path, images: list[_Image]) -> Volume:
     for image in images:
         series.setdefault(image.series_uid, image)
     if len(series) > 1:
-        labels = ", ".join(sorted(image.series_label for image in series.values()))
-        raise VolumeError(folder, f"holds {len(series)} DICOM series ({labels}); put each series in its own folder")
+        shown = [f"{image.series_label} in {image.path.name}" for image in list(series.values())[:3]]
+        more = f" and {len(series) - 3} more" if len(series) > 3 else ""
+        raise VolumeError(folder, f"holds {len(series)} DICOM series ({'; '.join(shown)}{more}); "
+                                  "put each series in its own folder")
     first = images[0]
     for image in images[1:]:
         _check_same_grid(image, first)
