@@ -475,3 +475,18 @@ def test_series_digest_is_stable_and_sees_names_and_bytes(cine, tmp_path):
     (copy / "IM0002.dcm").write_bytes(bytes(data))
     assert volumes.input_sha256(copy) not in (digest, renamed)
     assert volumes.input_sha256(tmp_path / "cine.nii") == archive.sha256_file(tmp_path / "cine.nii")
+
+
+def test_training_data_folders_take_series_folders_as_volumes(cine, tmp_path):
+    from jaxsr.data import datasets
+    from jaxsr.data.preprocess import preprocess_volume
+
+    reference, _, raw = cine
+    root = tmp_path / "data"
+    write_series(root / "p1" / "cine_sa", raw, right_handed_affine(), slope=SLOPE, intercept=INTERCEPT)
+    shutil.copy(tmp_path / "cine.nii", root / "p2.nii")
+    split = datasets.all_train_split(root)
+    assert split["train"] == ["p1/cine_sa", "p2.nii"]
+    from_dicom, from_nifti = datasets.preprocess_files([root / rel for rel in split["train"]], target_mm=None)
+    np.testing.assert_array_equal(from_dicom, from_nifti)
+    np.testing.assert_array_equal(from_nifti, preprocess_volume(reference, None)[0])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jaxsr import cli
-from jaxsr.io import archive, volumes
+from jaxsr.io import archive, nifti, volumes
 from jaxsr.train import checkpoint as checkpoint_lib
 from tests.test_dicom import AFFINE_ATOL, make_cine
 from tests.test_interpolate import tiny_config, tiny_model
@@ -103,3 +103,13 @@ def test_upsample_takes_a_series_folder(archives, tmp_path):
     assert cli.main(["upsample", str(in_dir / "p2" / "cine_sa"), str(tmp_path / "x.nii.gz"), "--checkpoint",
                      str(tmp_path / "missing"), "--factor", "2"]) == 1
     assert not (tmp_path / "x.nii.gz").exists()
+
+
+def test_a_series_folder_and_a_nifti_with_its_output_name_are_refused_together(archives, tmp_path, capsys):
+    in_dir, _, reference = archives
+    nifti.save(reference, in_dir / "p1" / "cine_sa.nii.gz")  # the series' output name
+    assert reprocess(in_dir, tmp_path / "out", tmp_path) == 1
+    err = capsys.readouterr().err
+    assert f"{in_dir / 'p1' / 'cine_sa.nii.gz'}: its output {tmp_path / 'out' / 'p1' / 'cine_sa.nii.gz'} is also " \
+           f"{in_dir / 'p1' / 'cine_sa'}'s; rename one of them" in err
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]  # refused before anything is written
