@@ -12,7 +12,7 @@ import pytest
 from jaxsr import cli
 from jaxsr.io import archive, nifti, volumes
 from jaxsr.train import checkpoint as checkpoint_lib
-from tests.test_dicom import AFFINE_ATOL, make_cine
+from tests.test_dicom import AFFINE_ATOL, INTERCEPT, SLOPE, make_cine
 from tests.test_interpolate import tiny_config, tiny_model
 
 # Both outputs store their affine as float32 (sform): |entries| < 100 mm round by
@@ -28,13 +28,14 @@ def model_and_config():
 
 @pytest.fixture
 def archives(tmp_path, monkeypatch, model_and_config):
-    """IN with the cine as a DICOM series folder (and a broken series beside it), NIF with it as NIfTI."""
+    """IN with the cine as a DICOM series folder (and a broken series beside it), NIF with it as NIfTI;
+    the NIfTI's Volume and the stored integers."""
     monkeypatch.setattr(checkpoint_lib, "load_for_inference", lambda path: model_and_config)
-    reference, series, _ = make_cine(tmp_path / "nif" / "p1" / "cine_sa.nii", tmp_path / "in" / "p1" / "cine_sa")
+    reference, series, raw = make_cine(tmp_path / "nif" / "p1" / "cine_sa.nii", tmp_path / "in" / "p1" / "cine_sa")
     broken = tmp_path / "in" / "p2" / "cine_sa"
     shutil.copytree(series, broken)
     (broken / "IM0007.dcm").write_bytes((broken / "IM0007.dcm").read_bytes()[:200])  # truncated
-    return tmp_path / "in", tmp_path / "nif", reference
+    return tmp_path / "in", tmp_path / "nif", reference, raw
 
 
 def reprocess(in_dir, out_dir, ckpt):
@@ -43,7 +44,7 @@ def reprocess(in_dir, out_dir, ckpt):
 
 
 def test_a_series_folder_reprocesses_to_the_nifti_routes_geometry_and_resumes(archives, tmp_path, capsys):
-    in_dir, nif_dir, reference = archives
+    in_dir, nif_dir, reference, _ = archives
     assert [p.as_posix() for p in archive.find_volumes(in_dir)] == ["p1/cine_sa", "p2/cine_sa"]
     assert reprocess(nif_dir, tmp_path / "nif_out", tmp_path) == 0
     assert reprocess(in_dir, tmp_path / "out", tmp_path) == 1  # the broken series fails, alone
@@ -92,13 +93,19 @@ def test_a_series_folder_reprocesses_to_the_nifti_routes_geometry_and_resumes(ar
 
 
 def test_upsample_takes_a_series_folder(archives, tmp_path):
-    in_dir, nif_dir, _ = archives
+    in_dir, nif_dir, _, raw = archives
     series = in_dir / "p1" / "cine_sa"
     for source, target in ((series, tmp_path / "d.nii.gz"), (nif_dir / "p1" / "cine_sa.nii", tmp_path / "n.nii.gz")):
         assert cli.main(["upsample", str(source), str(target), "--checkpoint", str(tmp_path), "--factor", "2"]) == 0
     d, n = nib.load(str(tmp_path / "d.nii.gz")), nib.load(str(tmp_path / "n.nii.gz"))
     np.testing.assert_allclose(d.affine, n.affine, rtol=0, atol=OUTPUT_AFFINE_ATOL)
     assert json.loads((tmp_path / "d.nii.gz.json").read_text())["source"]["sha256"] == volumes.input_sha256(series)
+    # --keep-dtype: the series' one integer type and scaling, the acquired slices' stored integers back.
+    assert cli.main(["upsample", str(series), str(tmp_path / "k.nii"), "--checkpoint", str(tmp_path), "--factor", "2",
+                     "--keep-dtype"]) == 0
+    kept = nib.load(str(tmp_path / "k.nii"))
+    assert kept.get_data_dtype() == np.int16 and (kept.dataobj.slope, kept.dataobj.inter) == (SLOPE, INTERCEPT)
+    np.testing.assert_array_equal(np.asarray(kept.dataobj.get_unscaled())[:, :, ::2], raw)
     # A bad series is refused before the model is loaded, in one line naming the file.
     assert cli.main(["upsample", str(in_dir / "p2" / "cine_sa"), str(tmp_path / "x.nii.gz"), "--checkpoint",
                      str(tmp_path / "missing"), "--factor", "2"]) == 1
@@ -106,7 +113,7 @@ def test_upsample_takes_a_series_folder(archives, tmp_path):
 
 
 def test_a_series_folder_and_a_nifti_with_its_output_name_are_refused_together(archives, tmp_path, capsys):
-    in_dir, _, reference = archives
+    in_dir, _, reference, _ = archives
     nifti.save(reference, in_dir / "p1" / "cine_sa.nii.gz")  # the series' output name
     assert reprocess(in_dir, tmp_path / "out", tmp_path) == 1
     err = capsys.readouterr().err
