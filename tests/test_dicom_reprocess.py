@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import nibabel as nib
 import numpy as np
@@ -120,3 +122,15 @@ def test_a_series_folder_and_a_nifti_with_its_output_name_are_refused_together(a
     assert f"{in_dir / 'p1' / 'cine_sa.nii.gz'}: its output {tmp_path / 'out' / 'p1' / 'cine_sa.nii.gz'} is also " \
            f"{in_dir / 'p1' / 'cine_sa'}'s; rename one of them" in err
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]  # refused before anything is written
+
+
+def test_a_bad_series_is_one_stderr_line_from_the_command(tmp_path):
+    _, broken, _ = make_cine(tmp_path / "cine.nii", tmp_path / "broken")
+    (broken / "IM0007.dcm").write_bytes((broken / "IM0007.dcm").read_bytes()[:200])  # truncated
+    run = subprocess.run([sys.executable, "-m", "jaxsr", "upsample", str(broken), str(tmp_path / "x.nii.gz"),
+                          "--checkpoint", str(tmp_path / "missing"), "--factor", "2"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert run.stderr.splitlines() == [f"jaxsr upsample: error: {broken / 'IM0007.dcm'}: no pixel data (not an image, "
+                                       "or a truncated file)"]
+    assert not (tmp_path / "x.nii.gz").exists()
