@@ -53,6 +53,7 @@ def _paper_and_tiny():
 # -- the train suite's --quick JSON -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # runs a benchmark suite (worker processes, timed rounds)
 def test_quick_train_suite_carries_analytic_flops_and_per_round_twin_ratios(tmp_path):
     """jaxsr and the plain-JAX twin in their own processes, checked equal, then timed in 3 interleaved rounds."""
     result = _run_suite(tmp_path, "train", "--peers", "jax_twin", "--loop-steps", "0")
@@ -400,6 +401,7 @@ def test_timing_summary_and_derived_figures():
 # -- the other suites -----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # runs a benchmark suite (worker processes, timed rounds)
 def test_quick_upsample_suite(tmp_path):
     result = _run_suite(tmp_path, "upsample")
     block, figures = _check_figures(result, "upsample")
@@ -408,6 +410,7 @@ def test_quick_upsample_suite(tmp_path):
     assert block["settings"]["output_slices"] == (2 * block["settings"]["input_shape"][2] - 1) * block["settings"]["input_shape"][3]
 
 
+@pytest.mark.slow  # runs a benchmark suite (worker processes, timed rounds)
 def test_quick_reprocess_suite(tmp_path):
     result = _run_suite(tmp_path, "reprocess")
     block, figures = _check_figures(result, "reprocess")

@@ -10,6 +10,7 @@ from jaxsr import demo
 from jaxsr.errors import ConfigError, UserError
 
 
+@pytest.mark.slow  # end to end: trains, upsamples, evaluates, writes the report
 def test_quick_demo_writes_everything(tmp_path):
     out = tmp_path / "demo"
     result = demo.run_demo(out, quick=True)

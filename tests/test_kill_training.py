@@ -105,6 +105,7 @@ def reference(tmp_path_factory) -> dict:
     return _final_params(workdir)
 
 
+@pytest.mark.slow  # kill run: real training processes killed and restarted
 def test_sigkill_then_restart_equals_an_uninterrupted_run(tmp_path, reference):
     counts = _check_seed(tmp_path, seed=0, max_kills=3, reference=reference)
     assert counts["kills"] == 3 and counts["progress_between_kills"] >= 1

@@ -13,6 +13,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 from tests.test_train import FLOAT64_DEVICE_TOL
 
@@ -62,6 +63,7 @@ def _run(workdir, processes: int) -> list[dict]:
     return [dict(np.load(workdir / f"params_{i}.npz")) for i in range(processes)]
 
 
+@pytest.mark.slow  # two real processes over jax.distributed, each compiling the train step
 def test_two_processes_agree_and_train_what_one_process_trains(tmp_path):
     two = _run(tmp_path / "two", 2)
     (one,) = _run(tmp_path / "one", 1)

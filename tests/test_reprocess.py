@@ -158,6 +158,7 @@ reprocess_archive(interpolator_for(tiny_model(config), config), config, sys.argv
 """
 
 
+@pytest.mark.slow  # kill run: a real reprocess process killed between files
 def test_kill_then_rerun_matches_an_uninterrupted_run(tmp_path, rng, model_and_config):
     model, config = model_and_config
     names = make_archive(tmp_path / "in", rng)

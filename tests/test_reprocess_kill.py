@@ -132,6 +132,7 @@ def reference_outputs(inputs: pathlib.Path, folder: pathlib.Path, ckpt: str) -> 
     return outputs_of(folder)
 
 
+@pytest.mark.slow  # kill run: real reprocess processes killed and rerun
 def test_four_shards_killed_and_rerun_match_one_uninterrupted_run(tmp_path, capsys):
     names = make_inputs(tmp_path / "in", 8, seed=0)
     ckpt = str(tmp_path / "ckpt")

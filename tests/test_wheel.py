@@ -14,6 +14,8 @@ import subprocess
 import sys
 import zipfile
 
+import pytest
+
 from jaxsr.config import load_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -38,6 +40,7 @@ def _pip(*args, cwd):
     subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet", *args], cwd=cwd, check=True)
 
 
+@pytest.mark.slow  # builds and installs the wheel, then runs the quick demo from it: end to end
 def test_wheel_holds_the_configs_and_runs_the_quick_demo_outside_the_checkout(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
