@@ -490,3 +490,23 @@ def test_training_data_folders_take_series_folders_as_volumes(cine, tmp_path):
     from_dicom, from_nifti = datasets.preprocess_files([root / rel for rel in split["train"]], target_mm=None)
     np.testing.assert_array_equal(from_dicom, from_nifti)
     np.testing.assert_array_equal(from_nifti, preprocess_volume(reference, None)[0])
+
+
+def test_the_gap_tolerance_follows_the_writers_precision_not_each_strings(tmp_path):
+    # Positions as a shortest-form writer gives them: "0", "-12.5", "2" lost nothing beside
+    # "1.004", so the strings round by 5e-4 mm and the tolerance for 1 mm slices is
+    # 1e-3 + 2 * sqrt(3) * 5e-4 = 2.7e-3 mm (reading "0" as rounded by 0.5 mm would allow 1.7 mm).
+    uid = generate_uid()
+    for name, middle in (("off", "1.004"), ("within", "1.002")):
+        for z, text in enumerate(("0", middle, "2")):
+            ds_file = tmp_path / name / f"{z}.dcm"
+            ds_file.parent.mkdir(exist_ok=True)
+            dicom_file(ds_file, np.full((4, 3), z, np.int16), orientation=(1, 0, 0, 0, 1, 0), position=(0, -12.5, 0),
+                       spacing=(1.0, 1.0), series_uid=uid)
+            edit(ds_file, ImagePositionPatient=["0", "-12.5", text])
+    message = refused(tmp_path / "off")
+    assert message.startswith(f"{tmp_path / 'off' / '1.dcm'}: uneven slice gaps: this slice is 0.004 mm off") and \
+        "(tolerance 0.0027 mm;" in message, message
+    volume = dicom.load_series(tmp_path / "within")
+    assert volume.data.shape == (3, 4, 3) and list(volume.data[0, 0]) == [0, 1, 2]
+    assert volume.slice_spacing_mm == pytest.approx(1.0)

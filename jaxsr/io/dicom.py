@@ -20,10 +20,11 @@ Slices are sorted by ImagePositionPatient projected on the slice normal r × c,
 so the slice step points along the normal. The step comes from the positions
 (not SliceThickness, which is the excitation thickness, not the spacing), and
 every position must lie on the even grid from the first to the last slice
-within 1e-3 of the step plus the rounding of the decimal strings (half a unit
-in the last written digit of each coordinate, twice: two positions make the
-step). Files whose positions agree within that rounding (plus 0.1 µm) are one
-slice. Frames at a slice are ordered by TriggerTime when every file has it,
+within 1e-3 of the step plus the rounding of the decimal strings: half a unit
+in the writer's last decimal (the most decimals seen in the series; "12.5" or
+"0" beside "3.125" lost nothing), per coordinate, twice (two positions make
+the step). Files whose positions agree within that rounding (plus 0.1 µm) are
+one slice. Frames at a slice are ordered by TriggerTime when every file has it,
 else by TemporalPositionIdentifier, else by InstanceNumber; pixdim[4] is the
 frame interval from TriggerTime (ms) in seconds (xyzt units mm and sec, as the
 NIfTI inputs jaxsr writes itself), or 0 (unknown) without TriggerTime. A series
@@ -151,7 +152,7 @@ class _Image:
     series_label: str
     orientation: np.ndarray  # (6,) row cosines, column cosines
     position: np.ndarray  # (3,) LPS mm
-    position_rounding: float  # half a unit in the last digit written, largest of the three
+    position_text: tuple[str, ...]  # ImagePositionPatient's decimal strings, as written
     spacing: np.ndarray  # (2,) row spacing, column spacing
     trigger_time: float | None
     temporal_position: int | None
@@ -246,7 +247,7 @@ def _image(path: pathlib.Path, ds: pydicom.Dataset) -> _Image:
     uid = ds.get("SeriesInstanceUID")
     number = ds.get("SeriesNumber")
     label = (f"SeriesNumber {number}, " if number not in (None, "") else "") + f"SeriesInstanceUID {uid or 'none'}"
-    return _Image(path, str(uid) if uid else None, label, orientation, position, _rounding(ds, "ImagePositionPatient"),
+    return _Image(path, str(uid) if uid else None, label, orientation, position, _texts(ds, "ImagePositionPatient"),
                   spacing, _optional_number(path, ds, "TriggerTime", None), _optional_int(ds, "TemporalPositionIdentifier"),
                   _optional_int(ds, "InstanceNumber"), stored.dtype, slope, intercept, pixels)
 
@@ -312,21 +313,36 @@ def _count(path: pathlib.Path, ds: pydicom.Dataset, keyword: str) -> int:
     return int(value)
 
 
-def _rounding(ds: pydicom.Dataset, keyword: str) -> float:
-    """Half a unit in the last digit of the decimal strings of `keyword` (the largest of its values)."""
+def _texts(ds: pydicom.Dataset, keyword: str) -> tuple[str, ...]:
     value = ds[keyword].value
     values = list(value) if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
-    return max(_half_unit(getattr(v, "original_string", None) or str(v)) for v in values)
+    return tuple(str(getattr(v, "original_string", None) or v).strip() for v in values)
 
 
-def _half_unit(text: str) -> float:
-    mantissa, _, exponent = text.strip().lower().partition("e")
-    decimals = len(mantissa.partition(".")[2])
+def _rounding(texts: list[str]) -> float:
+    """How far the decimal strings `texts` may be from the values they were written from: the largest half unit.
+
+    A writer rounds to a fixed number of decimals, the most seen among them (a
+    shorter string, "12.5" or "0", lost nothing), unless the 16-character limit
+    of a DICOM decimal string cut it shorter: then its own last digit counts.
+    """
+    digits = [_decimals(text) for text in texts]
+    most = max((decimals for decimals, _ in digits), default=0)
+    halves = []
+    for text, (decimals, exponent) in zip(texts, digits):
+        cut = len(text) >= 16 or exponent != 0  # at the length limit, or in exponent form: its own last digit
+        halves.append(0.5 * 10.0 ** (exponent - (decimals if cut else most)))
+    return max(halves, default=0.0)
+
+
+def _decimals(text: str) -> tuple[int, int]:
+    """(digits after the point, the exponent) of a decimal string."""
+    mantissa, _, exponent = text.lower().partition("e")
     try:
         shift = int(exponent) if exponent else 0
     except ValueError:
         shift = 0
-    return 0.5 * 10.0 ** (shift - decimals)
+    return len(mantissa.partition(".")[2]), shift
 
 
 def _values(values) -> str:
@@ -351,11 +367,12 @@ def _assemble(folder: pathlib.Path, images: list[_Image]) -> Volume:
         _check_same_grid(image, first)
     row, column = first.orientation[:3], first.orientation[3:]
     normal = np.cross(row, column)
-    slices = _slices(folder, images, normal)
+    rounding = _rounding([text for image in images for text in image.position_text])
+    slices = _slices(folder, images, normal, rounding)
     if len(slices) < 2:
         raise VolumeError(folder, f"a single slice position ({len(images)} file(s)); through-plane interpolation needs at least 2")
     positions = np.stack([s[0].position for s in slices])
-    step = _even_step(folder, slices, positions, max(i.position_rounding for i in images))
+    step = _even_step(folder, slices, positions, rounding)
     frames = _frames(folder, slices)
     data = np.stack([np.stack([image.pixels.T for image in frame_images], axis=-1) for frame_images in frames], axis=2)
     if data.shape[3] == 1:
@@ -382,14 +399,14 @@ def _check_same_grid(image: _Image, first: _Image) -> None:
                                       f"{_values(first.spacing)}")
 
 
-def _slices(folder: pathlib.Path, images: list[_Image], normal: np.ndarray) -> list[list[_Image]]:
-    """The images grouped by position, in order along the normal."""
+def _slices(folder: pathlib.Path, images: list[_Image], normal: np.ndarray, rounding: float) -> list[list[_Image]]:
+    """The images grouped by position (within twice the strings' rounding, per coordinate), in order along the normal."""
     ordered = sorted(images, key=lambda i: (float(i.position @ normal), i.path.name))
+    same = 2 * np.sqrt(3) * rounding + SAME_SLICE_MM
     slices: list[list[_Image]] = []
     for image in ordered:
         if slices:
             anchor = slices[-1][0]
-            same = 2 * np.sqrt(3) * max(image.position_rounding, anchor.position_rounding) + SAME_SLICE_MM
             if np.linalg.norm(image.position - anchor.position) <= same:
                 slices[-1].append(image)
                 continue
