@@ -316,9 +316,13 @@ def test_several_series_in_one_folder_are_refused(cine, tmp_path):
                                "SeriesNumber 9, SeriesInstanceUID 1.2.3.99 in other000.dcm); put each series in its own folder")
 
 
-def test_a_single_dicom_file_and_an_empty_folder_are_refused(cine, tmp_path):
+def test_a_single_dicom_file_an_empty_folder_and_other_files_are_refused(cine, tmp_path):
     _, folder, _ = cine
     assert refused(folder / "IM0000.dcm") == f"{folder / 'IM0000.dcm'}: a single DICOM file: give the folder holding its series"
+    (tmp_path / "scan.mha").write_bytes(b"ObjectType = Image\n")
+    assert refused(tmp_path / "scan.mha") == (f"{tmp_path / 'scan.mha'}: neither a NIfTI file (.nii, .nii.gz) nor a "
+                                              "folder holding a DICOM series")
+    assert refused(tmp_path / "gone.nii.gz") == f"{tmp_path / 'gone.nii.gz'}: no such file or folder"
     (tmp_path / "empty").mkdir()
     assert refused(tmp_path / "empty") == f"{tmp_path / 'empty'}: no DICOM files in the folder"
 
@@ -450,8 +454,7 @@ def test_archive_walk_yields_series_folders_beside_nifti_files(cine, tmp_path):
     (root / "p3" / "notes.txt").write_text("not an input\n")
     found = [p.as_posix() for p in archive.find_volumes(root)]
     assert found == ["p1/cine_sa", "p2/cine.nii", "p2/dicom/series1"]
-    assert all(volumes.is_volume_input(root / rel) for rel in found)
-    assert not volumes.is_volume_input(root / "p3") and not volumes.is_volume_input(root / "p2" / "dicom")
+    assert not dicom.holds_dicom(root / "p3") and not dicom.holds_dicom(root / "p2" / "dicom")  # DICOMDIR alone
     assert [volumes.output_name(rel).as_posix() for rel in found] == ["p1/cine_sa.nii.gz", "p2/cine.nii",
                                                                       "p2/dicom/series1.nii.gz"]
     for rel in found:

@@ -79,7 +79,8 @@ UNIT_ATOL = 1e-3  # direction cosines must be unit vectors, orthogonal, to this
 
 # What pydicom (and numpy under it) raise on malformed files: from pydicom's
 # source and from fuzzing this reader (tests/test_dicom_fuzz.py). Programming
-# errors (AttributeError, NameError, ...) are left to surface.
+# errors (AttributeError, NameError, ...) are left to surface; pydicom's pixel
+# decoding alone uses AttributeError for a missing element (caught there).
 _PYDICOM_ERRORS = (InvalidDicomError, BytesLengthException, ValueError, TypeError, KeyError, IndexError,
                    struct.error, EOFError, OSError, NotImplementedError, RuntimeError, zlib.error, ArithmeticError,
                    MemoryError)

@@ -20,23 +20,17 @@ from jaxsr.io.nifti import Volume
 SERIES_OUTPUT_SUFFIX = ".nii.gz"
 
 
-def is_volume_input(path: str | os.PathLike) -> bool:
-    """A NIfTI file, or a folder holding DICOM files directly."""
-    path = pathlib.Path(path)
-    if path.is_dir():
-        return dicom.holds_dicom(path)
-    return nifti.is_nifti_path(path) and path.is_file()
-
-
 def load_volume(path: str | os.PathLike) -> Volume:
     """The volume at `path`: a DICOM series folder or a NIfTI file; anything else one VolumeError line."""
     path = pathlib.Path(path)
     if path.is_dir():
         return dicom.load_series(path)
-    if not nifti.is_nifti_path(path) and path.is_file() and dicom.has_dicom_magic(path):
-        raise VolumeError(path, "a single DICOM file: give the folder holding its series")
     if not path.exists():
         raise VolumeError(path, "no such file or folder")
+    if not nifti.is_nifti_path(path):
+        if path.is_file() and dicom.has_dicom_magic(path):
+            raise VolumeError(path, "a single DICOM file: give the folder holding its series")
+        raise VolumeError(path, "neither a NIfTI file (.nii, .nii.gz) nor a folder holding a DICOM series")
     return nifti.load(path)
 
 
