@@ -151,7 +151,11 @@ def _output_transform(mt: jax.Array, tiles: tuple[int, int, int], at: np.ndarray
 def _kernel_transform(wt: jax.Array, g: np.ndarray) -> jax.Array:
     """U = G g G^T for every (cin, cout), as [alpha², cin, cout]."""
     alpha = g.shape[0]
-    u = jnp.einsum("ai,bj,ijco->abco", g, g, wt.astype(_transform_dtype(wt.dtype)))
+    dtype = _transform_dtype(wt.dtype)
+    # as a jax array of the working dtype: jnp.einsum given the numpy float64 constant after one trace with
+    # x64 off kept it float32 under jax.enable_x64 too (float64 results with float32 errors, seen in the tests)
+    g = jnp.asarray(g, dtype)
+    u = jnp.einsum("ai,bj,ijco->abco", g, g, wt.astype(dtype))
     return u.reshape(alpha * alpha, *wt.shape[2:])
 
 
@@ -162,28 +166,31 @@ def _matmul(a: jax.Array, b: jax.Array, dtype, contract: tuple[int, int]) -> jax
                            preferred_element_type=acc)
 
 
-def _forward(x: jax.Array, wt: jax.Array, m: int) -> jax.Array:
-    bt, g, at = transforms(m)
+def winograd_conv(x: jax.Array, wt: jax.Array, mats: tuple[np.ndarray, np.ndarray, np.ndarray]) -> jax.Array:
+    """The 'same' conv by the Winograd algorithm with transform matrices `mats` = (B^T, G, A^T) of `transforms`."""
+    bt, g, at = mats
+    m = at.shape[0]
     v, tiles = _input_transform(x, m, bt)
     mt = _matmul(v, _kernel_transform(wt, g), x.dtype, (2, 1))
     return _output_transform(mt, tiles, at, x.shape[1], x.shape[2]).astype(x.dtype)
 
 
-def _weight_gradient(x: jax.Array, dy: jax.Array, m: int) -> jax.Array:
-    """dL/dw of conv(x, w) for the output gradient dy, by the transposed Winograd algorithm (module docstring)."""
-    bt, g, at = transforms(m)
+def winograd_weight_gradient(x: jax.Array, dy: jax.Array, mats: tuple[np.ndarray, np.ndarray, np.ndarray]) -> jax.Array:
+    """dL/dw of winograd_conv(x, w) for the output gradient dy: the algorithm run backwards (module docstring)."""
+    bt, g, at = mats
+    m = at.shape[0]
     v, tiles = _input_transform(x, m, bt)
     n, th, tw = tiles
     cout = dy.shape[-1]
-    tdt = _transform_dtype(dy.dtype)
-    dyp = jnp.pad(dy.astype(tdt), ((0, 0), (0, th * m - dy.shape[1]), (0, tw * m - dy.shape[2]), (0, 0)))
+    dyp = jnp.pad(dy.astype(_transform_dtype(dy.dtype)), ((0, 0), (0, th * m - dy.shape[1]), (0, tw * m - dy.shape[2]), (0, 0)))
     dyt = dyp.reshape(n, th, m, tw, m, cout)
     # dM = A dY A^T: the output transform's transpose, the A^T columns as rows
     rows = _combine(at.T, [dyt[:, :, i] for i in range(m)])  # alpha x (N, th, tw, m, C)
     dm = jnp.stack([part for r in rows for part in _combine(at.T, [r[:, :, :, j] for j in range(m)])])
     du = _matmul(v, dm.reshape(-1, n * th * tw, cout), x.dtype, (1, 1))  # [alpha², cin, cout]
     alpha = g.shape[0]
-    return jnp.einsum("ai,bj,abco->ijco", g, g, du.reshape(alpha, alpha, *du.shape[1:]))
+    g = jnp.asarray(g, du.dtype)  # see _kernel_transform
+    return jnp.einsum("ai,bj,abco->ijco", g, g, du.reshape(alpha, alpha, *du.shape[1:])).astype(x.dtype)
 
 
 def lax_conv(x: jax.Array, w: jax.Array) -> jax.Array:
@@ -202,12 +209,12 @@ def _transposed_kernel(w: jax.Array) -> jax.Array:
 
 def conv_forward(impl: str, x: jax.Array, w: jax.Array) -> jax.Array:
     """The forward 'same' conv by one implementation: 'lax', 'winograd2' or 'winograd4'."""
-    return lax_conv(x, w) if impl == "lax" else _forward(x, w, IMPLS[impl])
+    return lax_conv(x, w) if impl == "lax" else winograd_conv(x, w, transforms(IMPLS[impl]))
 
 
 def conv_weight_gradient(impl: str, x: jax.Array, dy: jax.Array, w_shape) -> jax.Array:
     """dL/dw of conv(x, w) given dy = dL/dconv, by one implementation."""
-    return _lax_weight_gradient(x, dy, w_shape) if impl == "lax" else _weight_gradient(x, dy, IMPLS[impl]).astype(x.dtype)
+    return _lax_weight_gradient(x, dy, w_shape) if impl == "lax" else winograd_weight_gradient(x, dy, transforms(IMPLS[impl]))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
