@@ -17,6 +17,8 @@ are our choice. A config of one's own can start here:
 
 import ml_collections
 
+from jaxsr import mixes
+
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -54,6 +56,13 @@ def get_config() -> ml_collections.ConfigDict:
     # "winograd4" (Winograd F(2x2,3x3) / F(4x4,3x3), fewer multiplies), or "auto": per layer shape and
     # direction the fastest of them, timed once on this machine and remembered in a cache file.
     c.model.conv_impl = "auto"
+
+    c.inference = ml_collections.ConfigDict()
+    # The recipe `upsample`, `reprocess`, `evaluate` and the demo use with this model unless
+    # told otherwise (--mix, --tta). mix: jaxsr.mixes; tta: 1, or 8 to average every new slice
+    # over the 8 in-plane rot90/flip symmetries (jaxsr.tta; 8x the inference cost).
+    c.inference.mix = mixes.DEFAULT_MIX
+    c.inference.tta = 1
 
     c.loss = ml_collections.ConfigDict()
     # decode(z(n)/2 + z(n+2)/2) against slice n+1 (needs data.triplets): MSE and 1 - SSIM weights.

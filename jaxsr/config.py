@@ -18,6 +18,7 @@ import pathlib
 
 import ml_collections
 
+from jaxsr import mixes
 from jaxsr.configs import default
 from jaxsr.errors import ConfigError
 
@@ -183,7 +184,7 @@ _POSITIVE_INTS = ("train.steps", "train.batch_size", "train.eval_every", "train.
                   "model.base_features", "model.bottleneck_features", "model.latent_features")
 _CHOICES = {"model.dtype": ("float32", "bfloat16"), "data.loader": ("auto", "device", "numpy", "tfdata"),
             "model.conv_impl": ("auto", "lax", "winograd2", "winograd4"),
-            "optim.schedule": ("constant", "cosine")}
+            "optim.schedule": ("constant", "cosine"), "inference.mix": mixes.MIXES, "inference.tta": mixes.TTA_CHOICES}
 
 
 NATIVE = "native"
@@ -223,7 +224,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for key, choices in _CHOICES.items():
         value = _get(config, key)
         if value not in choices:
-            raise ConfigError(f"--config.{key}={value!r}: expected one of {', '.join(choices)}")
+            raise ConfigError(f"--config.{key}={value!r}: expected one of {', '.join(map(str, choices))}")
     lr = config.optim.learning_rate
     if not (isinstance(lr, (int, float)) and lr > 0):
         raise ConfigError(f"--config.optim.learning_rate={lr!r}: expected a positive number")

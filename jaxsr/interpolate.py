@@ -405,18 +405,31 @@ def size_multiple_for(config: Any, size_bucket: int = DEFAULT_SIZE_BUCKET) -> in
 def interpolator_for(
     model: Any, config: Any, *, batch_size: int = DEFAULT_BATCH_SIZE, size_bucket: int = DEFAULT_SIZE_BUCKET
 ) -> LatentInterpolator:
-    """`model` bound to the local devices with the in-plane padding its depth needs."""
-    return LatentInterpolator(model, batch_size=batch_size, size_multiple=size_multiple_for(config, size_bucket))
+    """`model` bound to the local devices with the in-plane padding its depth needs, ensembled
+    over the slice plane's symmetries when config.inference.tta is 8 (jaxsr.tta)."""
+    from jaxsr.tta import ensembled
+
+    return LatentInterpolator(ensembled(model, int(config.inference.tta)), batch_size=batch_size,
+                              size_multiple=size_multiple_for(config, size_bucket))
 
 
-def load_interpolator(checkpoint: str | os.PathLike, *, batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[LatentInterpolator, Any]:
+def load_interpolator(checkpoint: str | os.PathLike, *, batch_size: int = DEFAULT_BATCH_SIZE, mix: str | None = None,
+                      tta: int | None = None) -> tuple[LatentInterpolator, Any]:
     """(interpolator, config) from a training workdir or one checkpoint step; raises CheckpointError.
 
-    `jaxsr upsample`, `reprocess`, `evaluate` and the demo all load their model here.
+    The checkpoint's config carries its recipe (config.inference: the mix and
+    the ensemble); `mix` and `tta`, where given, replace it, and the config
+    returned says what is used. `jaxsr upsample`, `reprocess`, `evaluate` and
+    the demo all load their model here.
     """
     from jaxsr.train import checkpoint as checkpoint_lib
 
     model, config = checkpoint_lib.load_for_inference(checkpoint)
+    config = config.copy_and_resolve_references()  # the caller's changes stay out of the loaded one
+    if mix is not None:
+        config.inference.mix = check_mix(mix)
+    if tta is not None:
+        config.inference.tta = int(tta)
     return interpolator_for(model, config, batch_size=batch_size), config
 
 

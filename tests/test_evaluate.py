@@ -319,8 +319,7 @@ def test_score_images_padding_does_not_change_scores():
 @pytest.fixture
 def patched_run(monkeypatch, tmp_path):
     """run_evaluation with stand-ins for the model, the split and the metrics."""
-    import ml_collections
-
+    from jaxsr.configs import default
     from jaxsr.train import checkpoint as checkpoint_lib
 
     data = np.zeros((24, 24, 6, 2), np.float32)
@@ -331,7 +330,8 @@ def patched_run(monkeypatch, tmp_path):
         path = tmp_path / f"patient{i}.nii.gz"
         nib.save(nib.Nifti1Image(data, np.diag([1.4, 1.4, 10.0, 1.0])), str(path))
         paths.append(path)
-    config = ml_collections.ConfigDict({"data": {"target_spacing_mm": 1.4}, "model": {"num_blocks": 2}})
+    config = default.get_config()
+    config.model.num_blocks = 2
     monkeypatch.setattr(checkpoint_lib, "load_for_inference", lambda checkpoint: (object(), config))
     monkeypatch.setattr(evaluate, "list_volumes", lambda data_dir, split: paths)
     monkeypatch.setattr(evaluate, "autoencoder_method",

@@ -14,22 +14,12 @@ from jaxsr.io.nifti import Volume, output_positions
 
 
 def tiny_config() -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(
-        {
-            "seed": 0,
-            "data": {"target_spacing_mm": 1.4},
-            "model": {
-                "num_blocks": 2,
-                "base_features": 8,
-                "bottleneck_features": 16,
-                "latent_features": 4,
-                "dtype": "float32",
-                "negative_slope": 0.01,
-                "batch_norm": True,
-                "conv_impl": "auto",
-            },
-        }
-    )
+    """The base config (every key, as a checkpoint's config has them) with a small model."""
+    from jaxsr.configs import default
+
+    config = default.get_config()
+    config.model.update(num_blocks=2, base_features=8, bottleneck_features=16, latent_features=4, batch_norm=True)
+    return config
 
 
 class _TinyAE(nnx.Module):

@@ -165,7 +165,7 @@ def test_reprocess_records_the_mix_on_both_paths(tmp_path, rng, fake_checkpoint,
 def test_mix_flag_default_and_bad_values(command, capsys):
     parser = cli.build_parser()
     args = [command, "a.nii", "b.nii", "--checkpoint", "c", "--factor", "2"]
-    assert parser.parse_args(args).mix == mixes.DEFAULT_MIX
+    assert parser.parse_args(args).mix is None  # the checkpoint's recipe decides (tests/test_tta.py)
     assert parser.parse_args(args + ["--mix", "residual"]).mix == "residual"
     with pytest.raises(SystemExit) as exit_info:
         parser.parse_args(args + ["--mix", "detail"])

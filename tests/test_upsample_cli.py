@@ -130,33 +130,36 @@ def test_bad_input_is_a_one_line_error(tmp_path, fake_checkpoint, capsys):
         cli.main(["upsample", str(bad), str(tmp_path / "o.nii.gz"), "--checkpoint", str(ckpt), "--factor", "0"])
 
 
-def test_upsample_from_a_real_checkpoint(tmp_path, rng):
-    """Through jaxsr.train.checkpoint.load_for_inference: a workdir with config.json
-    and one orbax step holding the (model, optimizer) train state."""
-    ocp = pytest.importorskip("orbax.checkpoint")
-    checkpoint = pytest.importorskip("jaxsr.train.checkpoint")
+def write_checkpoint(workdir: pathlib.Path, overrides: list[str] = ()) -> pathlib.Path:
+    """A training workdir as `jaxsr train` leaves it: config.json (the tiny config with
+    `overrides`) and one orbax step holding the (model, optimizer) train state."""
+    import orbax.checkpoint as ocp
     from flax import nnx
 
     from jaxsr.config import load_config, to_json
     from jaxsr.models.autoencoder import AutoEncoder
 
-    config = load_config(pathlib.Path(__file__).resolve().parents[1] / "configs" / "tiny.py")
-    workdir = tmp_path / "run"
+    config = load_config("tiny", list(overrides))
     workdir.mkdir()
-    (workdir / checkpoint.CONFIG_FILE).write_text(to_json(config))
+    (workdir / checkpoint_lib.CONFIG_FILE).write_text(to_json(config))
     model = AutoEncoder(config.model, rngs=nnx.Rngs(7))
-    manager, _ = checkpoint.managers(workdir, keep=1)
+    manager, _ = checkpoint_lib.managers(workdir, keep=1)
     pure = {"0": nnx.to_pure_dict(nnx.state(model)), "1": {}}
     manager.save(1, args=ocp.args.Composite(state=ocp.args.StandardSave(pure), extra=ocp.args.JsonSave({})), force=True)
     manager.wait_until_finished()
+    return workdir
 
+
+def test_upsample_from_a_real_checkpoint(tmp_path, rng):
+    """Through jaxsr.train.checkpoint.load_for_inference."""
+    workdir = write_checkpoint(tmp_path / "run")
     src, out = tmp_path / "in.nii.gz", tmp_path / "out.nii.gz"
     write_int16_volume(src, rng)
     assert cli.main(["upsample", str(src), str(out), "--checkpoint", str(workdir), "--factor", "2"]) == 0
     image = nib.load(str(out))
     assert image.shape == (24, 20, 7, 2)
     sidecar = json.loads((tmp_path / "out.nii.gz.json").read_text())
-    assert sidecar["config"]["model"]["base_features"] == config.model.base_features
+    assert sidecar["config"] == json.loads((workdir / checkpoint_lib.CONFIG_FILE).read_text())
 
 
 def test_batch_size_flag_default_is_the_interpolators():

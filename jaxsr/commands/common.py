@@ -7,7 +7,7 @@ import inspect
 import pathlib
 from typing import Callable
 
-from jaxsr.mixes import DEFAULT_MIX, MIXES
+from jaxsr.mixes import DEFAULT_MIX, MIXES, TTA_CHOICES
 
 # jaxsr.interpolate.DEFAULT_BATCH_SIZE (a test keeps them equal): importing jax here would
 # make every `jaxsr --help` wait two seconds.
@@ -55,17 +55,28 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     grid.add_argument("--factor", type=positive_int, help="k: k-1 new slices between each pair of acquired slices")
     grid.add_argument("--spacing", type=positive_float, metavar="MM", help="target slice spacing in mm (output spans first to last acquired slice)")
     parser.add_argument("--replace-originals", action="store_true", help="use the model's reconstructions for the acquired slices too (as in the paper's evaluation); default keeps them bit-identical")
-    parser.add_argument("--mix", choices=MIXES, default=DEFAULT_MIX,
+    parser.add_argument("--mix", choices=MIXES, default=None,
                         help="how a new slice is made from its neighbours: 'latent' decodes their blended latents (the "
                              "paper); 'residual' also adds back their reconstruction residuals, blended the same way, "
-                             f"keeping detail the decoder cannot reproduce (default {DEFAULT_MIX})")
+                             "keeping detail the decoder cannot reproduce (default: the checkpoint's recipe, "
+                             f"config.inference.mix; {DEFAULT_MIX} for models trained before it)")
+    parser.add_argument("--tta", type=int, choices=TTA_CHOICES, default=None,
+                        help="8: average every new slice over the 8 in-plane rot90/flip symmetries (8x the model's "
+                             "cost); 1: the model alone (default: the checkpoint's recipe, config.inference.tta)")
     parser.add_argument("--keep-dtype", action="store_true", help="write the input's data type (rounded and clipped) instead of float32")
     parser.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE, help=f"slices per device batch; lower it if the device runs out of memory (default {BATCH_SIZE})")
 
 
-def upsample_settings(args: argparse.Namespace):
-    """The jaxsr.upsample.UpsampleSettings that `add_model_arguments`' flags ask for."""
+def load_model(args: argparse.Namespace):
+    """(interpolator, config) of --checkpoint, its recipe (config.inference) replaced by --mix and --tta where given."""
+    from jaxsr.interpolate import load_interpolator
+
+    return load_interpolator(args.checkpoint, batch_size=args.batch_size, mix=args.mix, tta=args.tta)
+
+
+def upsample_settings(args: argparse.Namespace, config):
+    """The jaxsr.upsample.UpsampleSettings that `add_model_arguments`' flags ask for, with `config`'s mix (load_model)."""
     from jaxsr.upsample import UpsampleSettings
 
     return UpsampleSettings(factor=args.factor, spacing=args.spacing, replace_originals=args.replace_originals,
-                            keep_dtype=args.keep_dtype, checkpoint=args.checkpoint, mix=args.mix)
+                            keep_dtype=args.keep_dtype, checkpoint=args.checkpoint, mix=config.inference.mix)

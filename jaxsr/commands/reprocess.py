@@ -35,15 +35,14 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jaxsr.interpolate import load_interpolator
     from jaxsr.io.archive import parse_shard
     from jaxsr.reprocess import reprocess_archive
 
     shard = parse_shard(args.shard) if args.shard else None
     if not args.input_dir.is_dir():
         raise UserError(f"{args.input_dir}: input folder does not exist")
-    interpolator, config = load_interpolator(args.checkpoint, batch_size=args.batch_size)
-    settings = dataclasses.replace(common.upsample_settings(args), preprocess=args.preprocess)
+    interpolator, config = common.load_model(args)
+    settings = dataclasses.replace(common.upsample_settings(args, config), preprocess=args.preprocess)
     summary = reprocess_archive(
         interpolator, config, args.input_dir, args.output_dir, settings,
         pattern=args.pattern, shard=shard, workers=args.workers, progress=not args.no_progress,

@@ -25,7 +25,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jaxsr.interpolate import load_interpolator
     from jaxsr.io.nifti import is_nifti_path
     from jaxsr.io.volumes import load_volume
     from jaxsr.reprocess import upsample_file
@@ -38,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
     if args.output.exists() and not args.overwrite:
         raise UserError(f"{args.output}: output exists (pass --overwrite to replace it)")
     volume = load_volume(args.input)
-    interpolator, config = load_interpolator(args.checkpoint, batch_size=args.batch_size)
-    result = upsample_file(interpolator, config, args.input, args.output, common.upsample_settings(args),
+    interpolator, config = common.load_model(args)
+    result = upsample_file(interpolator, config, args.input, args.output, common.upsample_settings(args, config),
                            overwrite=args.overwrite, volume=volume)
     spacing = ", ".join(f"{s:.3g}" for s in result.spacing)
     print(f"wrote {args.output}: shape {tuple(result.data.shape)}, spacing ({spacing}) mm")
