@@ -68,10 +68,12 @@ def dicom_file(path, pixels, *, orientation, position, spacing, series_uid, trig
 
 
 def write_series(folder, raw, affine, *, slope=1.0, intercept=0.0, frame_ms=40.0, order=None, series_uid=None,
-                 name="IM{:04d}.dcm") -> list[pathlib.Path]:
+                 name="IM{:04d}.dcm", series_per_slice=False) -> list[pathlib.Path]:
     """`raw` (x, y, z, t) int16 stored values placed by NIfTI `affine` (RAS), one file per slice and frame.
 
     Files are named in `order` (a permutation of the (z, t) pairs; default z-major).
+    `series_per_slice`: each slice position its own series (SeriesNumber 101 + z,
+    SeriesDescription 'cine slice z', InstanceNumber restarting), as breath-hold cine exports have it.
     """
     folder = pathlib.Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -79,14 +81,17 @@ def write_series(folder, raw, affine, *, slope=1.0, intercept=0.0, frame_ms=40.0
     dc, dr = np.linalg.norm(lps[:3, 0]), np.linalg.norm(lps[:3, 1])
     orientation = np.concatenate([lps[:3, 0] / dc, lps[:3, 1] / dr])
     series_uid = series_uid or generate_uid()
+    slice_uids = [generate_uid() for _ in range(raw.shape[2])]
     pairs = [(z, t) for z in range(raw.shape[2]) for t in range(raw.shape[3])]
     order = pairs if order is None else order
     paths = []
     for n, (z, t) in enumerate(order):
+        per_slice = dict(series_uid=slice_uids[z], instance=t + 1,
+                         extra={"SeriesNumber": 101 + z, "SeriesDescription": f"cine slice {z}"})
         paths.append(dicom_file(folder / name.format(n), raw[:, :, z, t].T, orientation=orientation,
-                                position=lps[:3, 3] + z * lps[:3, 2], spacing=(dr, dc), series_uid=series_uid,
-                                trigger_ms=t * frame_ms, instance=n + 1, temporal=t + 1, slope=slope,
-                                intercept=intercept))
+                                position=lps[:3, 3] + z * lps[:3, 2], spacing=(dr, dc), trigger_ms=t * frame_ms,
+                                temporal=t + 1, slope=slope, intercept=intercept,
+                                **(per_slice if series_per_slice else dict(series_uid=series_uid, instance=n + 1))))
     return paths
 
 
@@ -106,8 +111,9 @@ SHAPE = (12, 10, 5, 3)
 SLOPE, INTERCEPT = 0.5, -12.0
 
 
-def make_cine(nii: pathlib.Path, series: pathlib.Path):
-    """The same oblique int16 cine as NIfTI `nii` (scl_slope/inter) and as DICOM series folder `series`.
+def make_cine(nii: pathlib.Path, series: pathlib.Path, series_per_slice: bool = False):
+    """The same oblique int16 cine as NIfTI `nii` (scl_slope/inter) and as DICOM series folder `series`
+    (one series, or one per slice position: `series_per_slice`).
 
     Returns the NIfTI's Volume, the series folder and the stored integers.
     """
@@ -125,7 +131,7 @@ def make_cine(nii: pathlib.Path, series: pathlib.Path):
     image.set_sform(affine, code=1)
     image.header.set_zooms((1.25, 1.5, 8.0, 0.04))
     image.to_filename(str(nii))
-    write_series(series, raw, affine, slope=SLOPE, intercept=INTERCEPT, frame_ms=40.0)
+    write_series(series, raw, affine, slope=SLOPE, intercept=INTERCEPT, frame_ms=40.0, series_per_slice=series_per_slice)
     return nifti.load(nii), series, raw
 
 
@@ -304,16 +310,6 @@ def test_not_dicom_and_truncated_files_are_refused(cine):
     victim.write_bytes(victim.read_bytes()[:-100])
     message = refused(folder)
     assert message.startswith(f"{victim}: unreadable DICOM (ValueError: The number of bytes of pixel data is less than expected")
-
-
-def test_several_series_in_one_folder_are_refused(cine, tmp_path):
-    reference, folder, raw = cine
-    write_series(folder, raw[:, :, :, :1], reference.affine, name="other{:03d}.dcm", series_uid="1.2.3.99")
-    for path in folder.glob("other*.dcm"):
-        edit(path, SeriesNumber=9)
-    uid = pydicom.dcmread(folder / "IM0000.dcm").SeriesInstanceUID
-    assert refused(folder) == (f"{folder}: holds 2 DICOM series (SeriesNumber 7, SeriesInstanceUID {uid} in IM0000.dcm; "
-                               "SeriesNumber 9, SeriesInstanceUID 1.2.3.99 in other000.dcm); put each series in its own folder")
 
 
 def test_a_single_dicom_file_an_empty_folder_and_other_files_are_refused(cine, tmp_path):

@@ -3,9 +3,24 @@
 A series folder holds one file per slice and frame (DICOM Part 10 files: a
 128-byte preamble, then 'DICM'). Its files are every regular file directly in
 the folder except hidden ones, a DICOMDIR index, NIfTI files (inputs of their
-own) and jaxsr's temporaries; each must be a DICOM file of the one series
-(SeriesInstanceUID). A folder holding several series is refused naming them:
-one folder is one input, one output and one manifest key.
+own) and jaxsr's temporaries; each must be a DICOM file. One folder is one
+input, one output and one manifest key: one volume.
+
+Its files may be of one series (SeriesInstanceUID) or of several that make one
+stack, as cine short-axis exports often have it (one series per slice
+position, each acquired in its own breath-hold, holding all its frames). The
+files of several series are read as one series with all those files would be,
+once the series are seen to be one stack: every series has the orientation
+(within 1e-4 per direction cosine), Rows x Columns and PixelSpacing of the
+series whose orientation most files share, no series has a slice at another
+series' slice position, every series has as many frames per slice position as
+most series, and the slice positions of all of them are one even grid (as
+below). Otherwise one line names the folder, what differs and two of the series
+(by SeriesNumber and SeriesDescription where those tell the folder's series
+apart, else by SeriesInstanceUID, each with a file name): a localizer or a
+long-axis series beside short-axis ones, a repeated slice, a missing one.
+Frames are matched by their order at each slice position, not by equal trigger
+times, which differ between breath-holds.
 
 Array layout, the same as nibabel's and dcm2niix's: a file's pixel array
 (rows, columns) becomes data[x, y] with x = column index and y = row index, so
@@ -26,19 +41,21 @@ in the writer's last decimal (the most decimals seen in the series; "12.5" or
 the step). Files whose positions agree within that rounding (plus 0.1 µm) are
 one slice. Frames at a slice are ordered by TriggerTime when every file has it,
 else by TemporalPositionIdentifier, else by InstanceNumber; pixdim[4] is the
-frame interval from TriggerTime (ms) in seconds (xyzt units mm and sec, as the
-NIfTI inputs jaxsr writes itself), or 0 (unknown) without TriggerTime. A series
-with one frame per slice is a 3D volume.
+frame interval from TriggerTime (ms) in seconds: the median over slice
+positions of each position's mean TriggerTime step (xyzt units mm and sec, as
+the NIfTI inputs jaxsr writes itself), or 0 (unknown) without TriggerTime. A
+series with one frame per slice is a 3D volume.
 
-RescaleSlope/RescaleIntercept are applied (data float32). When every file
-stores integers with the same slope and intercept the header keeps that dtype
-and scaling, so `--keep-dtype` writes the stored values back.
+RescaleSlope/RescaleIntercept are applied per file (data float32), so series
+rescaled differently still give one volume. When every file stores integers
+with the same slope and intercept the header keeps that dtype and scaling, so
+`--keep-dtype` writes the stored values back.
 
 Refused, each with one VolumeError line naming the file (or the folder for
 what is a property of the whole series): files that are not DICOM or that
 pydicom cannot parse, missing or malformed ImageOrientationPatient,
 ImagePositionPatient or PixelSpacing, mixed orientations, pixel spacings or
-rows/columns in one series, uneven slice gaps (a missing slice among them),
+rows/columns in one series (several series: above), uneven slice gaps (a missing slice among them),
 fewer frames at one slice than at the others, two files at the same position
 and time, multi-frame (enhanced) files, colour images, a single slice, and
 compressed transfer syntaxes that no installed pydicom plugin decodes (the
@@ -47,6 +64,7 @@ message names the plugins pydicom lists for it).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import logging
@@ -150,7 +168,8 @@ class _Image:
 
     path: pathlib.Path
     series_uid: str | None
-    series_label: str
+    series_number: str | None
+    series_description: str | None
     orientation: np.ndarray  # (6,) row cosines, column cosines
     position: np.ndarray  # (3,) LPS mm
     position_text: tuple[str, ...]  # ImagePositionPatient's decimal strings, as written
@@ -245,10 +264,10 @@ def _image(path: pathlib.Path, ds: pydicom.Dataset) -> _Image:
     pixels = (stored.astype(np.float64) * slope + intercept).astype(np.float32)
     if not np.all(np.isfinite(pixels)):
         raise VolumeError(path, "rescaled pixel values are not finite")
-    uid = ds.get("SeriesInstanceUID")
-    number = ds.get("SeriesNumber")
-    label = (f"SeriesNumber {number}, " if number not in (None, "") else "") + f"SeriesInstanceUID {uid or 'none'}"
-    return _Image(path, str(uid) if uid else None, label, orientation, position, _texts(ds, "ImagePositionPatient"),
+    uid, number, description = (ds.get(keyword) for keyword in ("SeriesInstanceUID", "SeriesNumber", "SeriesDescription"))
+    return _Image(path, str(uid) if uid else None, None if number in (None, "") else str(number),
+                  one_line(description, limit=40) if description else None, orientation, position,
+                  _texts(ds, "ImagePositionPatient"),
                   spacing, _optional_number(path, ds, "TriggerTime", None), _optional_int(ds, "TemporalPositionIdentifier"),
                   _optional_int(ds, "InstanceNumber"), stored.dtype, slope, intercept, pixels)
 
@@ -355,17 +374,15 @@ def _values(values) -> str:
 
 
 def _assemble(folder: pathlib.Path, images: list[_Image]) -> Volume:
-    series = {}
+    series: dict[str | None, list[_Image]] = {}
     for image in images:
-        series.setdefault(image.series_uid, image)
+        series.setdefault(image.series_uid, []).append(image)
     if len(series) > 1:
-        shown = [f"{image.series_label} in {image.path.name}" for image in list(series.values())[:3]]
-        more = f" and {len(series) - 3} more" if len(series) > 3 else ""
-        raise VolumeError(folder, f"holds {len(series)} DICOM series ({'; '.join(shown)}{more}); "
-                                  "put each series in its own folder")
+        _check_one_stack(folder, series, images)
+    # One series, or several that make one stack: the same path, on all the files.
     first = images[0]
     for image in images[1:]:
-        _check_same_grid(image, first)
+        _check_same_grid(image, series[image.series_uid][0])
     row, column = first.orientation[:3], first.orientation[3:]
     normal = np.cross(row, column)
     rounding = _rounding([text for image in images for text in image.position_text])
@@ -418,20 +435,41 @@ def _slices(folder: pathlib.Path, images: list[_Image], normal: np.ndarray, roun
     return slices
 
 
+@dataclasses.dataclass
+class _Grid:
+    """Slice positions against the even grid from the first to the last."""
+
+    step: np.ndarray  # (3,) LPS mm
+    spacing: float
+    tolerance: float
+    off: np.ndarray  # (n,) each position's distance from its grid point, mm
+
+    @classmethod
+    def fit(cls, positions: np.ndarray, rounding: float) -> _Grid:
+        n = len(positions)
+        step = (positions[-1] - positions[0]) / (n - 1)
+        spacing = float(np.linalg.norm(step))
+        off = np.linalg.norm(positions - (positions[0] + np.arange(n)[:, None] * step), axis=1)
+        return cls(step, spacing, GAP_RTOL * spacing + 2 * np.sqrt(3) * rounding, off)
+
+    @property
+    def even(self) -> bool:
+        return bool(self.off.max() <= self.tolerance)
+
+    def describe(self, gaps: np.ndarray) -> str:
+        return f"the even {self.spacing:.4g} mm grid of the {len(self.off)} slice positions (tolerance " \
+               f"{self.tolerance:.2g} mm; gaps {_values(gaps)} mm)"
+
+
 def _even_step(folder: pathlib.Path, slices: list[list[_Image]], positions: np.ndarray, rounding: float) -> np.ndarray:
     """The step from slice to slice; every slice must lie on the even grid from the first to the last."""
-    n = len(positions)
-    step = (positions[-1] - positions[0]) / (n - 1)
-    spacing = float(np.linalg.norm(step))
-    tolerance = GAP_RTOL * spacing + 2 * np.sqrt(3) * rounding
-    off = np.linalg.norm(positions - (positions[0] + np.arange(n)[:, None] * step), axis=1)
-    worst = int(np.argmax(off))
-    if off[worst] > tolerance:
+    grid = _Grid.fit(positions, rounding)
+    if not grid.even:
+        worst = int(np.argmax(grid.off))
         gaps = np.linalg.norm(np.diff(positions, axis=0), axis=1)
-        raise VolumeError(slices[worst][0].path, f"uneven slice gaps: this slice is {off[worst]:.3g} mm off the even "
-                                                 f"{spacing:.4g} mm grid of the {n} slice positions (tolerance "
-                                                 f"{tolerance:.2g} mm; gaps {_values(gaps)} mm)")
-    return step
+        raise VolumeError(slices[worst][0].path, f"uneven slice gaps: this slice is {grid.off[worst]:.3g} mm off "
+                                                 f"{grid.describe(gaps)}")
+    return grid.step
 
 
 def _frames(folder: pathlib.Path, slices: list[list[_Image]]) -> list[list[_Image]]:
@@ -489,3 +527,89 @@ def _header(images: list[_Image], affine: np.ndarray, shape: tuple[int, ...], fr
         header.set_data_dtype(first.stored_dtype)
         header.set_slope_inter(first.slope, first.intercept)
     return header
+
+
+# ----------------------------------------------------------------------------
+# Several series in one folder: one stack, or refused
+
+
+def _check_one_stack(folder: pathlib.Path, series: dict[str | None, list[_Image]], images: list[_Image]) -> None:
+    """Refuses series that are not slices of one stack, in one line naming two of them.
+
+    The reference is the series whose orientation most files share (a localizer
+    beside a cine is then the odd one out); every series must have its
+    orientation, Rows x Columns and PixelSpacing (first files compared), no
+    slice position of another series, as many frames per slice position as most
+    series, and all their positions one even grid. What is left (a series at
+    odds with itself) the one-series path finds, naming the file.
+    """
+    names = _series_names(series)
+    firsts = {uid: group[0] for uid, group in series.items()}
+    orientations = np.stack([image.orientation for image in images])
+    support = {uid: int(np.sum(np.all(np.abs(orientations - first.orientation) <= ORIENTATION_ATOL, axis=1)))
+               for uid, first in firsts.items()}
+    reference = max(support, key=support.get)  # the first of the most supported
+    ref = firsts[reference]
+
+    def refuse(kind: str, detail: str) -> None:
+        raise VolumeError(folder, f"holds {len(series)} DICOM series that are not one stack, {kind}: {detail}")
+
+    for uid, first in firsts.items():
+        if not np.allclose(first.orientation, ref.orientation, atol=ORIENTATION_ATOL, rtol=0):
+            refuse("different orientations", f"{names[uid]} has ImageOrientationPatient {_values(first.orientation)}, "
+                                              f"{names[reference]} {_values(ref.orientation)}")
+    for uid, first in firsts.items():
+        if first.pixels.shape != ref.pixels.shape:
+            refuse("different Rows x Columns", f"{names[uid]} has {first.pixels.shape[0]} x {first.pixels.shape[1]}, "
+                                                f"{names[reference]} {ref.pixels.shape[0]} x {ref.pixels.shape[1]}")
+    for uid, first in firsts.items():
+        if not np.allclose(first.spacing, ref.spacing, rtol=1e-4, atol=0):
+            refuse("different PixelSpacing", f"{names[uid]} has {_values(first.spacing)}, "
+                                              f"{names[reference]} {_values(ref.spacing)}")
+
+    normal = np.cross(ref.orientation[:3], ref.orientation[3:])
+    rounding = _rounding([text for image in images for text in image.position_text])
+    same = 2 * np.sqrt(3) * rounding + SAME_SLICE_MM
+    slices = {uid: _slices(folder, group, normal, rounding) for uid, group in series.items()}
+    stack = sorted(((float(s[0].position @ normal), s[0].path.name, uid) for uid, in_series in slices.items()
+                    for s in in_series))
+    anchors = {(uid, s[0].path.name): s[0] for uid, in_series in slices.items() for s in in_series}
+    for (depth_a, name_a, a), (depth_b, _, b) in zip(stack, stack[1:]):
+        if a != b and depth_b - depth_a <= same:
+            refuse("two series at one slice position", f"{names[a]} and {names[b]} both have a slice at "
+                                                        f"{_values(anchors[a, name_a].position)}")
+
+    counts = {uid: {len(s) for s in in_series} for uid, in_series in slices.items()}
+    uniform = {uid: min(c) for uid, c in counts.items() if len(c) == 1}  # the others: the one-series path
+    if uniform:
+        most = max(collections.Counter(uniform.values()).items(), key=lambda item: item[1])[0]
+        typical = next(uid for uid, count in uniform.items() if count == most)
+        for uid, count in uniform.items():
+            if count != most:
+                refuse("different frame counts", f"{names[uid]} has {count} frame(s) per slice position, "
+                                                  f"{names[typical]} {most}")
+
+    positions = np.stack([anchors[uid, name].position for _, name, uid in stack])
+    grid = _Grid.fit(positions, rounding)
+    if not grid.even:
+        gaps = np.linalg.norm(np.diff(positions, axis=0), axis=1)
+        i = int(np.argmax(np.abs(gaps - grid.spacing)))  # the most uneven gap, between the series named
+        a, b = stack[i][2], stack[i + 1][2]
+        if a != b:
+            refuse("uneven slice gaps", f"{names[a]} and {names[b]} are {gaps[i]:.4g} mm apart, against "
+                                         f"{grid.describe(gaps)}")
+
+
+def _series_names(series: dict[str | None, list[_Image]]) -> dict[str | None, str]:
+    """How a message names each series: "series 7 'SA 3' (IM0000.dcm)" by SeriesNumber (and SeriesDescription)
+    where those tell the folder's series apart, else by SeriesInstanceUID; with the name of its first file."""
+    labels = {uid: (group[0].series_number, group[0].series_description) for uid, group in series.items()}
+    by_number = all(number is not None for number, _ in labels.values()) and len(set(labels.values())) == len(labels)
+    names = {}
+    for uid, (number, description) in labels.items():
+        if by_number:
+            who = f"series {number}" + (f" '{description}'" if description else "")
+        else:
+            who = f"series {uid or '(no SeriesInstanceUID)'}"
+        names[uid] = f"{who} ({series[uid][0].path.name})"
+    return names
