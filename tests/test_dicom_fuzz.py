@@ -1,10 +1,14 @@
 """Fuzzing the DICOM series reader: every mutated series is a usable Volume or one VolumeError line naming it.
 
-Mutants of a small oblique cine series (6 files: 3 slices x 2 frames, int16,
-rescaled): random bytes anywhere in a file, random bytes in its header, a
-deleted element, an element set to a nonsense value, a truncated file, a
-missing file, a stray non-DICOM file. Nothing may reach stderr (pydicom's
-logger and warnings included), and each series gives at most one log line.
+Mutants of a small oblique cine (6 files: 3 slices x 2 frames, int16,
+rescaled), written as one series and as one series per slice position: random
+bytes anywhere in a file, random bytes in its header, a deleted element, an
+element set to a nonsense value, a truncated file, a missing file, a stray
+non-DICOM file; and the files of one slice position given another
+SeriesInstanceUID (their own, another slice's, or one file alone), moved along
+the normal or in-plane, or turned. Nothing may reach stderr (pydicom's logger
+and warnings included), each folder gives at most one log line, and a
+relabelled series that loads is the original volume.
 """
 
 from __future__ import annotations
@@ -26,15 +30,18 @@ from pydicom.dataelem import RawDataElement
 from pydicom.filebase import DicomBytesIO
 from pydicom.tag import Tag
 from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.uid import generate_uid
 
 from jaxsr.errors import UserError
 from jaxsr.io import dicom
-from tests.test_dicom import SLOPE, INTERCEPT, right_handed_affine, write_series
+from tests.test_dicom import LPS, SLOPE, INTERCEPT, ds_text, right_handed_affine, write_series
 
 SEED = 23
-MUTANTS = 420  # 60 of each kind (every NONSENSE entry at least once): about 3 s
-KINDS = ("bytes", "header-bytes", "delete", "nonsense", "truncate", "drop-file", "stray-file")
+MUTANTS = 420  # per layout, 42 of each kind (every NONSENSE entry at least once): about 5 s
+KINDS = ("bytes", "header-bytes", "delete", "nonsense", "truncate", "drop-file", "stray-file",
+         "series-uid", "series-move", "series-turn")
 SHAPE = (6, 5, 3, 2)
+AFFINE = right_handed_affine(spacing=(1.4, 1.6, 7.5))
 
 # Values that parse but make no sense, or that no reader here can follow.
 NONSENSE = [
@@ -52,6 +59,43 @@ NONSENSE = [
     ("PixelData", b"\0\1" * 7), ("PixelData", b""),
 ] + [("TransferSyntaxUID", uid) for uid in ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.5",
                                            "1.2.3.4.5.6", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2")]
+
+
+def slice_files(folder: pathlib.Path, z: int) -> list[pathlib.Path]:
+    """The files of slice position z, as write_series names them (z-major): in one layout a series of its own."""
+    return [folder / f"IM{z * SHAPE[3] + t:04d}.dcm" for t in range(SHAPE[3])]
+
+
+def mutate_series(folder: pathlib.Path, kind: str, rng: np.random.Generator) -> None:
+    """Relabels, moves or turns the files of one slice position (by far, or by less than the reader's tolerances)."""
+    z = int(rng.integers(0, SHAPE[2]))
+    files = slice_files(folder, z)
+    lps = LPS @ AFFINE
+    normal, in_plane = lps[:3, 2], lps[:3, 0]
+    for i, path in enumerate(files):
+        ds = pydicom.dcmread(path)
+        if kind == "series-uid":
+            choice = rng.integers(0, 3) if i == 0 else choice
+            if i == 0:
+                other = pydicom.dcmread(slice_files(folder, (z + 1) % SHAPE[2])[0]).SeriesInstanceUID
+                uid = (generate_uid(), other, generate_uid())[choice]  # its own, another slice's, one file's
+            if choice == 2 and i > 0:
+                continue
+            ds.SeriesInstanceUID = uid
+        elif kind == "series-move":
+            if i == 0:
+                along = (-1.0, 1.0, 0.5, 2.0, 0.01, 1e-4, 0.0)[rng.integers(0, 7)]
+                shift = along * normal + (0.0, 1e-4, 0.3)[rng.integers(0, 3)] * in_plane
+            ds.ImagePositionPatient = ds_text(np.array([float(v) for v in ds.ImagePositionPatient]) + shift, 6)
+        else:  # series-turn: about the in-plane row direction
+            if i == 0:
+                angle = (1e-6, 1e-3, 0.05, np.pi / 2)[rng.integers(0, 4)]
+                axis = in_plane / np.linalg.norm(in_plane)
+                k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+                turn = np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k  # Rodrigues
+            cosines = np.array([float(v) for v in ds.ImageOrientationPatient])
+            ds.ImageOrientationPatient = ds_text(np.concatenate([turn @ cosines[:3], turn @ cosines[3:]]), 8)
+        ds.save_as(path)
 
 
 def pixel_offset(raw: bytes) -> int:
@@ -124,6 +168,7 @@ def set_raw(ds: pydicom.Dataset, keyword: str, value) -> None:
 def reason(message: str, folder: pathlib.Path) -> str:
     """The kind of problem: the message after the path, up to its first detail."""
     problem = re.sub(rf"^{re.escape(str(folder))}(/[^:]+)?: ", "", message)
+    problem = re.sub(r"^holds \d+ DICOM series that are not one stack, ", "not one stack, ", problem)
     return re.split(r" \(|: | '| \d| -?[\d.]+", problem, maxsplit=1)[0] or problem
 
 
@@ -135,13 +180,15 @@ def assert_usable(volume) -> None:
     assert np.all(np.isfinite(spacing)) and np.all(spacing > 0)
 
 
-def test_every_mutant_is_a_usable_volume_or_one_error_line(tmp_path, capfd, caplog):
+@pytest.mark.parametrize("series_per_slice", [False, True], ids=["one-series", "series-per-slice"])
+def test_every_mutant_is_a_usable_volume_or_one_error_line(tmp_path, capfd, caplog, series_per_slice):
     caplog.set_level(logging.DEBUG, logger="jaxsr")
     rng = np.random.default_rng(SEED)
     raw = rng.integers(-200, 1500, SHAPE).astype(np.int16)
     source = tmp_path / "source"
-    write_series(source, raw, right_handed_affine(spacing=(1.4, 1.6, 7.5)), slope=SLOPE, intercept=INTERCEPT)
-    original = dicom.load_series(source).data
+    write_series(source, raw, AFFINE, slope=SLOPE, intercept=INTERCEPT, series_per_slice=series_per_slice)
+    original_volume = dicom.load_series(source)
+    original = original_volume.data
     capfd.readouterr()
     outcomes = collections.Counter()
     # Writing a mutant (pydicom told to set nonsense) warns; reading it must not.
@@ -153,7 +200,10 @@ def test_every_mutant_is_a_usable_volume_or_one_error_line(tmp_path, capfd, capl
                 kind = KINDS[i % len(KINDS)]
                 folder = tmp_path / f"m{i:03d}_{kind}"
                 shutil.copytree(source, folder)
-                mutate(folder, kind, rng, i // len(KINDS))
+                if kind.startswith("series-"):
+                    mutate_series(folder, kind, rng)
+                else:
+                    mutate(folder, kind, rng, i // len(KINDS))
                 caplog.clear()
                 try:
                     volume = dicom.load_series(folder)
@@ -167,6 +217,10 @@ def test_every_mutant_is_a_usable_volume_or_one_error_line(tmp_path, capfd, capl
                     assert_usable(volume)
                     if kind == "bytes" and volume.data.shape == SHAPE:  # only a few voxels can change
                         assert np.count_nonzero(volume.data != original) <= 5, folder
+                    if kind.startswith("series-"):  # loaded: relabelled, or moved or turned within tolerance
+                        np.testing.assert_array_equal(volume.data, original)
+                    if kind == "series-uid":  # nothing moved: the same geometry too
+                        np.testing.assert_array_equal(volume.affine, original_volume.affine)
                     outcomes[kind, "loaded", ""] += 1
                 log_lines = [r.getMessage() for r in caplog.records if r.name.startswith("jaxsr")]
                 assert len(log_lines) <= 1 and all("\n" not in line for line in log_lines), log_lines
@@ -185,5 +239,14 @@ def test_every_mutant_is_a_usable_volume_or_one_error_line(tmp_path, capfd, capl
     assert by_kind["stray-file", "refused"] == per_kind  # a stray file is never part of the series
     assert by_kind["bytes", "loaded"] > 0 and by_kind["header-bytes", "refused"] > 0
     assert by_kind["delete", "loaded"] > 0 and by_kind["delete", "refused"] > 0
+    for kind in ("series-uid", "series-move", "series-turn"):
+        assert by_kind[kind, "loaded"] > 0 and by_kind[kind, "refused"] > 0, kind
     reasons = {why for (_, outcome, why) in outcomes if outcome == "refused"}
-    assert {"unreadable DICOM", "not a DICOM file", "missing frames", "uneven slice gaps", "compressed with JPEG-LS Lossless Image Compression", "holds"} <= reasons, reasons
+    expected = {"unreadable DICOM", "not a DICOM file", "compressed with JPEG-LS Lossless Image Compression",
+                "not one stack, two series at one slice position"}
+    if series_per_slice:
+        expected |= {"not one stack, different orientations", "not one stack, different frame counts",
+                     "not one stack, uneven slice gaps"}
+    else:
+        expected |= {"missing frames", "uneven slice gaps"}
+    assert expected <= reasons, reasons

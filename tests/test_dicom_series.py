@@ -177,10 +177,24 @@ def test_uneven_gaps_across_series_are_refused_naming_the_series_beside_the_gap(
     assert "grid of the 5 slice positions (tolerance 0.008 mm;" in message
 
 
-def test_a_series_at_odds_with_itself_is_still_named_by_its_file(stack):
-    _, folder, _ = stack
+def test_a_series_at_odds_with_itself_is_still_named_by_its_file(stack, tmp_path):
+    _, folder, raw = stack
     edit(folder / "IM0007.dcm", ImageOrientationPatient=["1", "0", "0", "0", "1", "0"])  # series 103's second file
     message = refused(folder)
     assert message.startswith(f"{folder / 'IM0007.dcm'}: ImageOrientationPatient (1, 0, 0, 0, 1, 0) differs from "
                               "IM0006.dcm's"), message
     assert message.endswith("mixed orientations in one series")
+    # Slices 0, 2, 4 in series A, 1, 3 in B; slice 2 gone: the most uneven gap, 1 to 3, is B's own,
+    # so the line is the one-series one, naming a file furthest off the grid: slice 1's or 3's first
+    # (both 2.67 mm off, a tie that rounding breaks).
+    two = tmp_path / "two"
+    write_series(two, raw, right_handed_affine(), slope=SLOPE, intercept=INTERCEPT)
+    odd = generate_uid()
+    for z in (1, 3):
+        for path in slice_files(two, z):
+            edit(path, SeriesInstanceUID=odd, SeriesNumber=8)
+    for path in slice_files(two, 2):
+        path.unlink()
+    message = refused(two)
+    assert any(message.startswith(f"{two / name}: uneven slice gaps: this slice is 2.67 mm off the even 10.67 mm "
+                                  "grid of the 4 slice positions") for name in ("IM0003.dcm", "IM0009.dcm")), message

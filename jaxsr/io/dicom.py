@@ -539,9 +539,10 @@ def _check_one_stack(folder: pathlib.Path, series: dict[str | None, list[_Image]
     The reference is the series whose orientation most files share (a localizer
     beside a cine is then the odd one out); every series must have its
     orientation, Rows x Columns and PixelSpacing (first files compared), no
-    slice position of another series, as many frames per slice position as most
-    series, and all their positions one even grid. What is left (a series at
-    odds with itself) the one-series path finds, naming the file.
+    slice position of another series, all their positions one even grid, and
+    as many frames per slice position as most series (positions first: a file
+    off its series' position is a gap, not a frame count). What is left (a
+    series at odds with itself) the one-series path finds, naming the file.
     """
     names = _series_names(series)
     firsts = {uid: group[0] for uid, group in series.items()}
@@ -579,6 +580,17 @@ def _check_one_stack(folder: pathlib.Path, series: dict[str | None, list[_Image]
             refuse("two series at one slice position", f"{names[a]} and {names[b]} both have a slice at "
                                                         f"{_values(anchors[a, name_a].position)}")
 
+    positions = np.stack([anchors[uid, name].position for _, name, uid in stack])
+    grid = _Grid.fit(positions, rounding)
+    if not grid.even:
+        gaps = np.linalg.norm(np.diff(positions, axis=0), axis=1)
+        i = int(np.argmax(np.abs(gaps - grid.spacing)))  # the most uneven gap, between the series named
+        a, b = stack[i][2], stack[i + 1][2]
+        if a == b:
+            return  # within one series: the one-series path names the file off the grid
+        refuse("uneven slice gaps", f"{names[a]} and {names[b]} are {gaps[i]:.4g} mm apart, against "
+                                     f"{grid.describe(gaps)}")
+
     counts = {uid: {len(s) for s in in_series} for uid, in_series in slices.items()}
     uniform = {uid: min(c) for uid, c in counts.items() if len(c) == 1}  # the others: the one-series path
     if uniform:
@@ -588,16 +600,6 @@ def _check_one_stack(folder: pathlib.Path, series: dict[str | None, list[_Image]
             if count != most:
                 refuse("different frame counts", f"{names[uid]} has {count} frame(s) per slice position, "
                                                   f"{names[typical]} {most}")
-
-    positions = np.stack([anchors[uid, name].position for _, name, uid in stack])
-    grid = _Grid.fit(positions, rounding)
-    if not grid.even:
-        gaps = np.linalg.norm(np.diff(positions, axis=0), axis=1)
-        i = int(np.argmax(np.abs(gaps - grid.spacing)))  # the most uneven gap, between the series named
-        a, b = stack[i][2], stack[i + 1][2]
-        if a != b:
-            refuse("uneven slice gaps", f"{names[a]} and {names[b]} are {gaps[i]:.4g} mm apart, against "
-                                         f"{grid.describe(gaps)}")
 
 
 def _series_names(series: dict[str | None, list[_Image]]) -> dict[str | None, str]:
