@@ -9,12 +9,13 @@ import sys
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 
 from jaxsr import cli
 from jaxsr.io import archive, nifti, volumes
 from jaxsr.train import checkpoint as checkpoint_lib
-from tests.test_dicom import AFFINE_ATOL, INTERCEPT, SLOPE, make_cine
+from tests.test_dicom import AFFINE_ATOL, INTERCEPT, SHAPE, SLOPE, make_cine
 from tests.test_interpolate import tiny_config, tiny_model
 
 # Both outputs store their affine as float32 (sform): |entries| < 100 mm round by
@@ -29,11 +30,12 @@ def model_and_config():
 
 
 @pytest.fixture
-def archives(tmp_path, monkeypatch, model_and_config):
+def archives(request, tmp_path, monkeypatch, model_and_config):
     """IN with the cine as a DICOM series folder (and a broken series beside it), NIF with it as NIfTI;
-    the NIfTI's Volume and the stored integers."""
+    the NIfTI's Volume and the stored integers. Parametrised indirectly: True writes one series per slice position."""
     monkeypatch.setattr(checkpoint_lib, "load_for_inference", lambda path: model_and_config)
-    reference, series, raw = make_cine(tmp_path / "nif" / "p1" / "cine_sa.nii", tmp_path / "in" / "p1" / "cine_sa")
+    reference, series, raw = make_cine(tmp_path / "nif" / "p1" / "cine_sa.nii", tmp_path / "in" / "p1" / "cine_sa",
+                                       series_per_slice=getattr(request, "param", False))
     broken = tmp_path / "in" / "p2" / "cine_sa"
     shutil.copytree(series, broken)
     (broken / "IM0007.dcm").write_bytes((broken / "IM0007.dcm").read_bytes()[:200])  # truncated
@@ -45,8 +47,11 @@ def reprocess(in_dir, out_dir, ckpt):
                      "--workers", "1", "--no-progress"])
 
 
-def test_a_series_folder_reprocesses_to_the_nifti_routes_geometry_and_resumes(archives, tmp_path, capsys):
+@pytest.mark.parametrize("archives", [False, True], indirect=True, ids=["one-series", "series-per-slice"])
+def test_a_series_folder_reprocesses_to_the_nifti_routes_geometry_and_resumes(archives, tmp_path, capsys, request):
     in_dir, nif_dir, reference, _ = archives
+    uids = {pydicom.dcmread(path).SeriesInstanceUID for path in (in_dir / "p1" / "cine_sa").iterdir()}
+    assert len(uids) == (SHAPE[2] if request.node.callspec.params["archives"] else 1)
     assert [p.as_posix() for p in archive.find_volumes(in_dir)] == ["p1/cine_sa", "p2/cine_sa"]
     assert reprocess(nif_dir, tmp_path / "nif_out", tmp_path) == 0
     assert reprocess(in_dir, tmp_path / "out", tmp_path) == 1  # the broken series fails, alone
