@@ -1,4 +1,4 @@
-"""Every command's input: a NIfTI file or a folder holding one DICOM series.
+"""Every command's input: a NIfTI file or a folder holding a DICOM series (or several making one stack).
 
 `load_volume` picks the reader (jaxsr.io.nifti, jaxsr.io.dicom); `input_sha256`
 is the digest manifests and sidecars key an input by (the file's bytes; for a
