@@ -1,6 +1,6 @@
 """Where a training step's CPU time goes: forward, input-gradient and weight-gradient GFLOP/s per conv shape.
 
-    python -m benchmarks.conv_layers [--batch 8] [--rounds 3] [--impls xla,xla_onednn,taps,torch,torch_passive] [--out FILE]
+    python -m benchmarks.conv_layers [--batch 8] [--rounds 3] [--impls xla,winograd2,winograd4,torch_passive] [--out FILE]
 
 One question: is there a convolution formulation (or XLA CPU flag) that beats
 `lax.conv_general_dilated` where jaxsr loses to PyTorch, the weight gradient?
@@ -12,12 +12,16 @@ the default config, 128x128 crops) is timed for its three convolutions:
 - `taps`: the weight gradient as nine matmuls, one per kernel tap, over all pixels;
 - `strips`: the weight gradient as a conv over row strips (halo 1) stacked into the
   contracted images dim, so the contracted dim is 2x longer and the kernel half as tall;
+- `winograd2`, `winograd4`: all three by jaxsr.models.winograd, Winograd F(2x2,3x3) / F(4x4,3x3)
+  (the input gradient as the forward conv of the output gradient with the transposed kernel, as the
+  model's custom vjp computes it); `xla_bf16`, `winograd4_bf16`: the same in bfloat16 (inputs and
+  kernel rounded to bfloat16; Winograd's transforms in float32, its matmul bfloat16 x bfloat16 -> float32);
 - `torch`: PyTorch eager, NCHW, the aten::convolution_backward autograd calls;
   `torch_passive` the same with OMP_WAIT_POLICY=PASSIVE (its threads sleep, not spin, while waiting).
 
-The alternatives change only the weight gradient (forward and input gradient
-stay XLA's); each is checked against XLA's vjp before timing, as
-tests/test_conv.py checks it. Each implementation runs in its own process,
+`taps` and `strips` change only the weight gradient (forward and input gradient
+stay XLA's); every alternative is checked against XLA's vjp before timing (tests/test_conv.py
+and tests/test_winograd.py check them with derived bounds). Each implementation runs in its own process,
 pinned to the same CPUs with the same threads (benchmarks.processes.worker_env),
 and the rounds interleave them (A B C, A B C, ...) so that load from other
 processes on a shared machine hits all alike. Per figure: the median over
@@ -42,7 +46,7 @@ from benchmarks.rounds import spread
 
 # each implementation's environment on top of worker_env's (threads, no fake devices)
 IMPL_ENV: dict[str, dict[str, str]] = {
-    "xla": {}, "taps": {}, "strips": {},
+    "xla": {}, "taps": {}, "strips": {}, "winograd2": {}, "winograd4": {}, "xla_bf16": {}, "winograd4_bf16": {},
     "xla_onednn": {"XLA_FLAGS": "--xla_cpu_use_onednn=true"}, "xla_xnnpack": {"XLA_FLAGS": "--xla_cpu_use_xnnpack=true"},
     # PyTorch's OpenMP threads spin while they wait, which costs it most on an oversubscribed machine
     "torch": {}, "torch_passive": {"OMP_WAIT_POLICY": "PASSIVE"},
@@ -110,6 +114,26 @@ def xla_dw(x, w, g):
 
 
 # -- the child process: one implementation, every shape --------------------------------------------------
+# conv_layers impl -> (jaxsr.models.winograd impl for all three passes, dtype)
+ALL_PASSES = {"winograd2": ("winograd2", "float32"), "winograd4": ("winograd4", "float32"),
+              "xla_bf16": ("lax", "bfloat16"), "winograd4_bf16": ("winograd4", "bfloat16")}
+
+
+def _check(impl: str, name: str, got, ref, dtype: str, shape) -> None:
+    """Same function first: relative 2-norm error against XLA's float32 within 1e-4 in float32, 2**-4 in bfloat16.
+
+    Measured worst cases (these shapes): F(4x4) float32 2e-5 (the 1->32 @ 128² weight gradient, a sum over
+    all 8192 tiles); F(4x4) bfloat16 0.024 (its transforms grow |V| past |y|, and V is rounded to bfloat16).
+    A wrong tap or lost border is off by O(1).
+    """
+    import numpy as np
+
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    error = np.linalg.norm(got - ref) / np.linalg.norm(ref)
+    if not error <= (2.0**-4 if dtype == "bfloat16" else 1e-4):
+        raise SystemExit(f"benchmarks/conv_layers.py: {impl} {name} differs from XLA's float32 for {shape}: relative error {error:.3g}")
+
+
 def _jax_passes(impl: str, batch: int, cin: int, cout: int, size: int) -> dict[str, Callable[[], Any]]:
     import jax
     import numpy as np
@@ -128,6 +152,17 @@ def _jax_passes(impl: str, batch: int, cin: int, cout: int, size: int) -> dict[s
             raise SystemExit(f"benchmarks/conv_layers.py: {impl} weight gradient differs from XLA's "
                              f"for {(batch, size, cin, cout)}: max error {np.abs(got - ref).max():.3g}")
         dw = jax.jit(lambda x, w, g: mine(x, g))
+    if impl in ALL_PASSES:
+        from jaxsr.models import winograd
+
+        kind, dtype = ALL_PASSES[impl]
+        refs = {"fwd": fwd(x, w), "dx": dx(x, w, g), "dw": dw(x, w, g)}
+        x, w, g = (a.astype(dtype) for a in (x, w, g))
+        fwd = jax.jit(lambda x, w: winograd.conv_forward(kind, x, w))
+        dx = jax.jit(lambda x, w, g: winograd.conv_input_gradient(kind, g, w))
+        dw = jax.jit(lambda x, w, g: winograd.conv_weight_gradient(kind, x, g, w.shape))
+        for name, got in (("fwd", fwd(x, w)), ("dx", dx(x, w, g)), ("dw", dw(x, w, g))):
+            _check(impl, name, got, refs[name], dtype, (batch, size, cin, cout))
     return {name: (lambda f=f: f(x, w, g).block_until_ready()) if name != "fwd" else (lambda: fwd(x, w).block_until_ready())
             for name, f in (("fwd", fwd), ("dx", dx), ("dw", dw))}
 
@@ -184,6 +219,7 @@ def child(impl: str, batch: int, threads: int, repeats: int) -> None:
 # -- the parent: interleaved rounds ----------------------------------------------------------------------
 def measure(impls: list[str], batch: int, rounds: int, repeats: int, cpus: list[int]) -> dict[str, Any]:
     threads = len(cpus)
+    load_before, started = os.getloadavg(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     procs = {}
     for impl in impls:
         env = worker_env(threads)
@@ -213,7 +249,9 @@ def measure(impls: list[str], batch: int, rounds: int, repeats: int, cpus: list[
         layers.append({"cin": cin, "cout": cout, "size": size, "gflop": flops / 1e9,
                        "gflops": {impl: {name: spread([flops / 1e9 / r[i][name] for r in seconds[impl]])
                                          for name in PASSES} for impl in impls}})
-    result = {"batch": batch, "rounds": rounds, "repeats": repeats, "cpus": cpus, "threads": threads, "layers": layers}
+    # other processes' load on these cores, the 1/5/15-minute averages as the rounds began and ended
+    result = {"batch": batch, "rounds": rounds, "repeats": repeats, "cpus": cpus, "threads": threads, "started": started,
+              "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "layers": layers}
     return result | {"network_ms": network_ms(result)}
 
 
@@ -254,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3, help="calls per figure per round (their median is the round's)")
-    parser.add_argument("--impls", default="xla,xla_onednn,taps,torch,torch_passive", help=f"comma-separated, of {','.join(IMPLS)}")
+    parser.add_argument("--impls", default="xla,winograd2,winograd4,torch_passive", help=f"comma-separated, of {','.join(IMPLS)}")
     parser.add_argument("--cpus", default=None, help="comma-separated CPU ids (default: all this process may use)")
     parser.add_argument("--out", default="", help="JSON results file")
     parser.add_argument("--child", choices=IMPLS, help=argparse.SUPPRESS)

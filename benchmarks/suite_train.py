@@ -227,6 +227,7 @@ def jaxsr_alone(args: argparse.Namespace, config: str, overrides: list[str], kin
 def run(args: argparse.Namespace) -> dict[str, Any]:
     cpus = _cpus(args)
     threads = args.threads or len(cpus)
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp, processes.Pool(cpus, threads, pathlib.Path(tmp)) as pool:
         tmp = pathlib.Path(tmp)
         jaxsr = pool.start(SUBJECT)
@@ -244,7 +245,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             result["figures"].append({"name": f"peer {name}", "skipped": why})
         for config in s["configs"]:
             result["configs"][config] = bench_config(config, jaxsr, peers, s, peaks, info, tmp, result["figures"])
+    # other processes' load on these cores (1/5/15-minute averages), and which conv each jaxsr layer ran
+    result["loadavg_before"], result["loadavg_after"] = load_before, os.getloadavg()
+    result["conv_choices"] = conv_choices()
     return result
+
+
+def conv_choices() -> dict[str, Any]:
+    """model.conv_impl=auto's choices on this machine (its cache file, written by the jaxsr worker), keyed by problem."""
+    from jaxsr.models import conv_choice
+
+    path = conv_choice.cache_path()
+    return {"file": str(path), "entries": conv_choice.read_cache(path)}
 
 
 def bench_config(config: str, jaxsr, peers: dict, s: dict, peaks: dict, info: dict, tmp: pathlib.Path,

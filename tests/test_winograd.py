@@ -100,7 +100,7 @@ def _all_directions(variant: str, absolute: bool = False):
     mats = _abs(VARIANTS[variant]) if absolute else VARIANTS[variant]
 
     def run(x, w, dy):
-        return (winograd.winograd_conv(x, w, mats), winograd.winograd_conv(dy, winograd._transposed_kernel(w), mats),
+        return (winograd.winograd_conv(x, w, mats), winograd.winograd_conv(dy, winograd.transposed_kernel(w), mats),
                 winograd.winograd_weight_gradient(x, dy, mats))
     return jax.jit(run)
 

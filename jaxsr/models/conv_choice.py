@@ -90,7 +90,7 @@ def probe_seconds(direction: str, impl: str, x_shape: tuple[int, ...], cout: int
     return statistics.median(times)
 
 
-def _read(path: pathlib.Path) -> dict:
+def read_cache(path: pathlib.Path) -> dict:
     try:
         table = json.loads(path.read_text())
     except FileNotFoundError:
@@ -119,7 +119,7 @@ def _store(path: pathlib.Path, key: str, entry: dict) -> str:
     the same program for the same problem.
     """
     with _locked(path):
-        table = _read(path)
+        table = read_cache(path)
         if isinstance(table.get(key), dict) and table[key].get("impl") in IMPLS:
             return table[key]["impl"]
         table[key] = entry
@@ -140,7 +140,7 @@ def choose(direction: str, x_shape: tuple[int, ...], cout: int, dtype) -> str:
     if key in _memo:
         return _memo[key]
     path = cache_path()
-    entry = _read(path).get(key)
+    entry = read_cache(path).get(key)
     if isinstance(entry, dict) and entry.get("impl") in IMPLS:
         _memo[key] = entry["impl"]
         return entry["impl"]

@@ -202,7 +202,7 @@ def _lax_weight_gradient(x: jax.Array, dy: jax.Array, w_shape) -> jax.Array:
     return jax.vjp(lambda k: lax_conv(x, k), jnp.zeros(w_shape, x.dtype))[1](dy)[0]
 
 
-def _transposed_kernel(w: jax.Array) -> jax.Array:
+def transposed_kernel(w: jax.Array) -> jax.Array:
     """The kernel whose 'same' conv is the input gradient: flipped in space, in/out channels swapped."""
     return w[::-1, ::-1].transpose(0, 1, 3, 2)
 
@@ -210,6 +210,11 @@ def _transposed_kernel(w: jax.Array) -> jax.Array:
 def conv_forward(impl: str, x: jax.Array, w: jax.Array) -> jax.Array:
     """The forward 'same' conv by one implementation: 'lax', 'winograd2' or 'winograd4'."""
     return lax_conv(x, w) if impl == "lax" else winograd_conv(x, w, transforms(IMPLS[impl]))
+
+
+def conv_input_gradient(impl: str, dy: jax.Array, w: jax.Array) -> jax.Array:
+    """dL/dx of conv(x, w) given dy: the forward 'same' conv of dy with the transposed kernel, by one implementation."""
+    return conv_forward(impl, dy, transposed_kernel(w))
 
 
 def conv_weight_gradient(impl: str, x: jax.Array, dy: jax.Array, w_shape) -> jax.Array:
@@ -233,8 +238,7 @@ def _conv3x3_fwd(impls, x, w):
 
 def _conv3x3_bwd(impls, residuals, dy):
     x, w = residuals
-    dx = conv_forward(impls[1], dy, _transposed_kernel(w))
-    return dx, conv_weight_gradient(impls[2], x, dy, w.shape)
+    return conv_input_gradient(impls[1], dy, w), conv_weight_gradient(impls[2], x, dy, w.shape)
 
 
 conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
