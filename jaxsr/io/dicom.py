@@ -55,11 +55,11 @@ Refused, each with one VolumeError line naming the file (or the folder for
 what is a property of the whole series): files that are not DICOM or that
 pydicom cannot parse, missing or malformed ImageOrientationPatient,
 ImagePositionPatient or PixelSpacing, mixed orientations, pixel spacings or
-rows/columns in one series (several series: above), uneven slice gaps (a missing slice among them),
-fewer frames at one slice than at the others, two files at the same position
-and time, multi-frame (enhanced) files, colour images, a single slice, and
-compressed transfer syntaxes that no installed pydicom plugin decodes (the
-message names the plugins pydicom lists for it).
+rows/columns in one series (several series: above), uneven slice gaps (a
+missing slice among them), fewer frames at one slice than at the others, two
+files at the same position and time, multi-frame (enhanced) files, colour
+images, a single slice, and compressed transfer syntaxes that no installed
+pydicom plugin decodes (the message names the plugins pydicom lists for it).
 """
 
 from __future__ import annotations
