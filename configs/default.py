@@ -59,10 +59,13 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.inference = ml_collections.ConfigDict()
     # The recipe `upsample`, `reprocess`, `evaluate` and the demo use with this model unless
-    # told otherwise (--mix, --tta). mix: jaxsr.mixes; tta: 1, or 8 to average every new slice
-    # over the 8 in-plane rot90/flip symmetries (jaxsr.tta; 8x the inference cost).
+    # told otherwise (--mix, --tta, --fallback). mix: jaxsr.mixes; tta: 1, or 8 to average every
+    # new slice over the 8 in-plane rot90/flip symmetries (jaxsr.tta; 8x the inference cost);
+    # fallback: move new slices toward linear interpolation where the model reconstructs their
+    # neighbours poorly (jaxsr.fallback).
     c.inference.mix = mixes.DEFAULT_MIX
     c.inference.tta = 1
+    c.inference.fallback = False
 
     c.loss = ml_collections.ConfigDict()
     # decode(z(n)/2 + z(n+2)/2) against slice n+1 (needs data.triplets): MSE and 1 - SSIM weights.

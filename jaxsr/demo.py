@@ -139,7 +139,8 @@ def _upsample(workdir: pathlib.Path, source: pathlib.Path, out_dir: pathlib.Path
     if target.exists() and target.stat().st_mtime >= _latest_checkpoint_mtime(workdir):
         return target
     interpolator, config = interpolate.load_interpolator(workdir)
-    reprocess.upsample_file(interpolator, config, source, target, upsample.UpsampleSettings(factor=2, checkpoint=workdir, mix=config.inference.mix), overwrite=True)
+    settings = upsample.UpsampleSettings.with_recipe(config, factor=2, checkpoint=workdir)
+    reprocess.upsample_file(interpolator, config, source, target, settings, overwrite=True)
     return target
 
 

@@ -38,6 +38,7 @@ import numpy as np
 from jaxsr.config import target_spacing
 from jaxsr.data.preprocess import inplane_shape, intensity_scale
 from jaxsr.data.preprocess_jax import padded_matrix, percentile_ranks, prepare_images, restore_images
+from jaxsr import fallback as fallback_lib
 from jaxsr.errors import VolumeError
 from jaxsr.interpolate import LatentInterpolator, SlicePlan, batch_ladder_size, mix_latents, padded_size, plan_slices
 from jaxsr.io.nifti import Volume, output_positions, positions_step, resliced_affine
@@ -66,6 +67,7 @@ class VolumePlan:
     and weight mixed for decoded position j of frame t. from_source, out_index:
     per output row t·P + p, whether it is an acquired slice copied from the
     source (row out_index there) or decoded row out_index. mix: jaxsr.mixes.
+    fallback: move new slices toward the linear blend (jaxsr.fallback).
     """
 
     source_shape: tuple[int, int, int, int]  # (X, Y, Z, T)
@@ -82,6 +84,8 @@ class VolumePlan:
     from_source: np.ndarray
     out_index: np.ndarray
     mix: str = DEFAULT_MIX
+    fallback: bool = False  # jaxsr.fallback, with its leave-one-out rows (per source row)
+    loo_rows: tuple[np.ndarray, np.ndarray, np.ndarray] = ()
 
     @property
     def n_source(self) -> int:
@@ -99,7 +103,8 @@ def _padded(values: np.ndarray, rows: int, dtype) -> np.ndarray:
 
 
 def plan_volume(interpolator: LatentInterpolator, config: Any, volume: Volume, *, factor: int | None = None,
-                spacing: float | None = None, replace_originals: bool = False, mix: str = DEFAULT_MIX) -> VolumePlan:
+                spacing: float | None = None, replace_originals: bool = False, mix: str = DEFAULT_MIX,
+                fallback: bool = False) -> VolumePlan:
     """The plan for `volume` (its shape, spacing and slice geometry) at the config's in-plane spacing."""
     check_mix(mix)
     shape = volume.data.shape if volume.is_4d else volume.data.shape + (1,)
@@ -135,6 +140,8 @@ def plan_volume(interpolator: LatentInterpolator, config: Any, volume: Volume, *
         from_source=_padded(np.broadcast_to(from_source, (nt, n_pos)).ravel(), rows[2], bool),
         out_index=_padded(index.ravel(), rows[2], np.int32),
         mix=mix,
+        fallback=bool(fallback),
+        loo_rows=fallback_lib.leave_one_out_rows(nz, nt, rows[0]) if fallback else (),
     )
 
 
@@ -171,12 +178,17 @@ def _restore(restored: jax.Array, decoded: jax.Array, start: jax.Array, back_x: 
 _restore_into = jax.jit(_restore, donate_argnums=0)
 
 
-@functools.partial(jax.jit, donate_argnums=0)
-def _restore_residual_into(restored: jax.Array, decoded: jax.Array, start: jax.Array, back_x: jax.Array,
+@functools.partial(jax.jit, donate_argnums=0, static_argnames=("residual", "fallback"))
+def _restore_finished_into(restored: jax.Array, decoded: jax.Array, start: jax.Array, back_x: jax.Array,
                            back_y: jax.Array, lo: jax.Array, hi: jax.Array, images: jax.Array, recon: jax.Array,
-                           first: jax.Array, second: jax.Array, alpha: jax.Array) -> jax.Array:
-    """One decoded batch: the residual mix in the model's [0, 1] space, then the restore, as one program."""
-    decoded = residual_mix_batch(decoded, images, recon, first, second, alpha, start)
+                           weights: jax.Array | None, first: jax.Array, second: jax.Array, alpha: jax.Array, *,
+                           residual: bool, fallback: bool) -> jax.Array:
+    """One decoded batch: the residual mix and/or the fallback in the model's [0, 1] space, then the restore,
+    as one program."""
+    if residual:
+        decoded = residual_mix_batch(decoded, images, recon, first, second, alpha, start)
+    if fallback:
+        decoded = fallback_lib.fallback_batch(decoded, images, weights, first, second, alpha, start)
     return _restore(restored, decoded, start, back_x, back_y, lo, hi)
 
 
@@ -211,13 +223,20 @@ def dispatch(interpolator: LatentInterpolator, plan: VolumePlan, layout: np.ndar
         latents = interpolator.encode_rows(images, plan.n_source)
         first, second, alpha = (jax.device_put(v, home) for v in (plan.mix_first, plan.mix_second, plan.mix_alpha))
         mixed = mix_rows(latents, first, second, alpha)
-        restore, residual = _restore_into, ()
-        if plan.mix == RESIDUAL:
+        restore = _restore_into
+        if plan.mix == RESIDUAL or plan.fallback:
             recon = interpolator.reconstruct_rows(latents, plan.n_source)
-            restore, residual = _restore_residual_into, (images, recon, first, second, alpha)
+            weights = None
+            if plan.fallback:
+                centre, below, above = (jax.device_put(v, home) for v in plan.loo_rows)
+                weights = fallback_lib.acquired_weights(images, recon, centre, below, above,
+                                                        fallback_lib.has_leave_one_out(plan.source_shape[2]))
+            restore = functools.partial(_restore_finished_into, images=images, recon=recon, weights=weights,
+                                        first=first, second=second, alpha=alpha, residual=plan.mix == RESIDUAL,
+                                        fallback=plan.fallback)
         back_x, back_y = _matrix(px, nx, bx, mx, False, home), _matrix(py, ny, by, my, False, home)
         for start, decoded in interpolator.decode_rows(mixed, plan.n_decoded):
-            restored = restore(restored, decoded, start, back_x, back_y, lo, hi, *residual)
+            restored = restore(restored, decoded, start, back_x, back_y, lo, hi)
     return OnDevice(assemble(raw, restored, plan.from_source, plan.out_index), lo, hi)
 
 

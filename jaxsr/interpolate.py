@@ -37,6 +37,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxsr.io.nifti import Volume, output_positions, positions_step, resliced_affine
 from jaxsr.mixes import DEFAULT_MIX, RESIDUAL, check_mix
+from jaxsr import fallback as fallback_lib
 from jaxsr.residual_mix import residual_mix_batch
 
 logger = logging.getLogger(__name__)
@@ -328,18 +329,22 @@ class LatentInterpolator:
         *,
         keep_originals: bool = True,
         mix: str = DEFAULT_MIX,
+        fallback: bool = False,
     ) -> np.ndarray:
         """(X, Y, Z, T) stack -> (X, Y, len(positions), T) by latent interpolation.
 
         keep_originals: output slices at integer positions are copied from
         `stack` bit for bit; otherwise they are the model's output there (with
         mix='latent' its reconstructions, with 'residual' the acquired slices
-        themselves, bit for bit). mix: jaxsr.mixes.
+        themselves, bit for bit). mix: jaxsr.mixes. fallback: move each new
+        slice toward the linear blend where the model reconstructs its
+        neighbours poorly (jaxsr.fallback).
         """
         check_mix(mix)
         stack = np.asarray(stack, np.float32)
         if stack.ndim == 3:
-            return self.interpolate_stack(stack[..., None], positions, keep_originals=keep_originals, mix=mix)[..., 0]
+            return self.interpolate_stack(stack[..., None], positions, keep_originals=keep_originals, mix=mix,
+                                          fallback=fallback)[..., 0]
         if stack.ndim != 4:
             raise ValueError(f"stack must be (X, Y, Z) or (X, Y, Z, T), got shape {stack.shape}")
         nx, ny, nz, nt = stack.shape
@@ -351,11 +356,8 @@ class LatentInterpolator:
         if decode_idx.size == 0:
             return out
 
-        # (X, Y, Z, T) -> (T·Z, X', Y', 1), padded in-plane to the size bucket.
-        px, py = padded_size(nx, self.size_multiple), padded_size(ny, self.size_multiple)
-        images = np.transpose(stack, (3, 2, 0, 1)).reshape(nt * nz, nx, ny)
-        images = np.pad(images, ((0, 0), (0, px - nx), (0, py - ny)), mode="edge")[..., None]
-
+        images = self._model_rows(stack)
+        px, py = images.shape[1:3]
         z = self.encode(images)  # each acquired slice of each frame once
         z = z.reshape((nt, nz) + tuple(z.shape[1:]))
         lower = jnp.asarray(plan.lower[decode_idx])
@@ -363,34 +365,71 @@ class LatentInterpolator:
         z_new = _interpolate_latents_jit(z, lower, alpha)  # (T, P', h, w, c)
         z_new = z_new.reshape((nt * decode_idx.size,) + tuple(z_new.shape[2:]))
         finish = None
-        if mix == RESIDUAL:
+        if mix == RESIDUAL or fallback:
             # Row t·P' + j of z_new mixes acquired rows t·Z + lower and the next one.
             first = (np.arange(nt)[:, None] * nz + plan.lower[decode_idx][None, :]).ravel().astype(np.int32)
-            finish = self._residual_finish(images, z.reshape((nt * nz,) + tuple(z.shape[2:])), first,
-                                           np.tile(plan.alpha[decode_idx], nt))
+            finish = self._finish(images, z.reshape((nt * nz,) + tuple(z.shape[2:])), first,
+                                  np.tile(plan.alpha[decode_idx], nt), (nz, nt), mix == RESIDUAL, fallback)
 
         decoded = self.decode(z_new, finish)[..., 0]  # (T·P', X', Y')
         decoded = decoded.reshape(nt, decode_idx.size, px, py)[:, :, :nx, :ny]
         out[:, :, decode_idx, :] = np.transpose(decoded, (2, 3, 1, 0))
         return out
 
-    def _residual_finish(self, images: np.ndarray, z: jax.Array, first: np.ndarray,
-                         alpha: np.ndarray) -> Callable[[int, jax.Array], jax.Array]:
-        """decode()'s finish for the residual mix: the acquired rows and their reconstructions wait on `home`.
+    def _finish(self, images: np.ndarray, z: jax.Array, first: np.ndarray, alpha: np.ndarray, shape: tuple[int, int],
+                residual: bool, fallback: bool) -> Callable[[int, jax.Array], jax.Array]:
+        """decode()'s finish: the residual mix and/or the fallback, with the acquired rows and their
+        reconstructions waiting on `home`.
 
         images (N, H, W, 1) on the host and their latents z (N, ...) go to
-        `home` padded to whole batches; first, alpha: per decoded row.
+        `home` padded to whole batches; first, alpha: per decoded row; shape:
+        (slices, frames) of the acquired rows.
         """
-        size, count = self._batches(images.shape[0])
-        acquired = jax.device_put(_pad_rows(images, size * count), self.home)
-        recon = self.reconstruct_rows(jax.device_put(_pad_rows(z, size * count), self.home), images.shape[0])
+        acquired, recon = self._acquired_on_home(images, z)
+        weights = self._fallback_weights(acquired, recon, *shape) if fallback else None
         size, count = self._batches(first.size)
         first, second, alpha = (jax.device_put(_pad_rows(v, size * count), self.home) for v in (first, first + 1, alpha))
 
         def finish(start: int, decoded: jax.Array) -> jax.Array:
-            return residual_mix_batch(jax.device_put(decoded, self.home), acquired, recon, first, second, alpha, start)
+            decoded = jax.device_put(decoded, self.home)
+            if residual:
+                decoded = residual_mix_batch(decoded, acquired, recon, first, second, alpha, start)
+            if fallback:
+                decoded = fallback_lib.fallback_batch(decoded, acquired, weights, first, second, alpha, start)
+            return decoded
 
         return finish
+
+    def _model_rows(self, stack: np.ndarray) -> np.ndarray:
+        """(X, Y, Z, T) -> (T·Z, X', Y', 1), padded in-plane (edge values) to the size bucket."""
+        nx, ny, nz, nt = stack.shape
+        px, py = padded_size(nx, self.size_multiple), padded_size(ny, self.size_multiple)
+        images = np.transpose(stack, (3, 2, 0, 1)).reshape(nt * nz, nx, ny)
+        return np.pad(images, ((0, 0), (0, px - nx), (0, py - ny)), mode="edge")[..., None]
+
+    def _acquired_on_home(self, images: np.ndarray, z: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(images, their reconstructions D(z)) on `home`, padded to whole batches."""
+        size, count = self._batches(images.shape[0])
+        acquired = jax.device_put(_pad_rows(images, size * count), self.home)
+        return acquired, self.reconstruct_rows(jax.device_put(_pad_rows(z, size * count), self.home), images.shape[0])
+
+    def _fallback_weights(self, acquired: jax.Array, recon: jax.Array, n_slices: int, n_frames: int) -> jax.Array:
+        """jaxsr.fallback's w(n) of every acquired row on `home` (rows as `acquired`)."""
+        loo = fallback_lib.leave_one_out_rows(n_slices, n_frames, acquired.shape[0])
+        centre, below, above = (jax.device_put(v, self.home) for v in loo)
+        return fallback_lib.acquired_weights(acquired, recon, centre, below, above,
+                                             fallback_lib.has_leave_one_out(n_slices))
+
+    def acquired_weights(self, stack: np.ndarray) -> np.ndarray:
+        """jaxsr.fallback's w(n) of every acquired slice of an (X, Y, Z, T) stack in [0, 1]: (X, Y, Z, T) on the host.
+
+        What `jaxsr upsample --confidence` blends onto the output slices.
+        """
+        nx, ny, nz, nt = stack.shape
+        images = self._model_rows(stack)
+        acquired, recon = self._acquired_on_home(images, self.encode(images))
+        w = np.asarray(self._fallback_weights(acquired, recon, nz, nt))[: nz * nt, :nx, :ny, 0]
+        return np.transpose(w.reshape(nt, nz, nx, ny), (2, 3, 1, 0))
 
 
 # ----------------------------------------------------------------------------
@@ -414,12 +453,12 @@ def interpolator_for(
 
 
 def load_interpolator(checkpoint: str | os.PathLike, *, batch_size: int = DEFAULT_BATCH_SIZE, mix: str | None = None,
-                      tta: int | None = None) -> tuple[LatentInterpolator, Any]:
+                      tta: int | None = None, fallback: bool | None = None) -> tuple[LatentInterpolator, Any]:
     """(interpolator, config) from a training workdir or one checkpoint step; raises CheckpointError.
 
-    The checkpoint's config carries its recipe (config.inference: the mix and
-    the ensemble); `mix` and `tta`, where given, replace it, and the config
-    returned says what is used. `jaxsr upsample`, `reprocess`, `evaluate` and
+    The checkpoint's config carries its recipe (config.inference: the mix, the
+    ensemble, the fallback); `mix`, `tta` and `fallback`, where given, replace
+    it, and the config returned says what is used. `jaxsr upsample`, `reprocess`, `evaluate` and
     the demo all load their model here.
     """
     from jaxsr.train import checkpoint as checkpoint_lib
@@ -430,6 +469,8 @@ def load_interpolator(checkpoint: str | os.PathLike, *, batch_size: int = DEFAUL
         config.inference.mix = check_mix(mix)
     if tta is not None:
         config.inference.tta = int(tta)
+    if fallback is not None:
+        config.inference.fallback = bool(fallback)
     return interpolator_for(model, config, batch_size=batch_size), config
 
 

@@ -19,6 +19,8 @@ import dataclasses
 import os
 from typing import Any
 
+import numpy as np
+
 from jaxsr import device_pipeline
 from jaxsr.errors import UserError
 from jaxsr.interpolate import LatentInterpolator, finish_volume, prepare_volume
@@ -33,6 +35,7 @@ class UpsampleSettings:
     """What an output is asked to be (`--factor` or `--spacing`, and the rest), recorded in its sidecar.
 
     preprocess: one of PREPROCESSING. mix: how new slices are made from the latents (jaxsr.mixes).
+    fallback: move new slices toward the linear blend where the model errs (jaxsr.fallback).
     """
 
     factor: int | None = None
@@ -42,6 +45,12 @@ class UpsampleSettings:
     checkpoint: str | os.PathLike | None = None
     preprocess: str = "device"
     mix: str = DEFAULT_MIX
+    fallback: bool = False
+
+    @classmethod
+    def with_recipe(cls, config: Any, **fields: Any) -> "UpsampleSettings":
+        """Settings with the mix and fallback of `config`'s recipe (config.inference; its ensemble is the interpolator's)."""
+        return cls(mix=config.inference.mix, fallback=bool(config.inference.fallback), **fields)
 
 
 class DeviceStages:
@@ -53,7 +62,7 @@ class DeviceStages:
     def prepare(self, volume: Volume) -> Any:
         s = self.settings
         plan = device_pipeline.plan_volume(self.interpolator, self.config, volume, factor=s.factor, spacing=s.spacing,
-                                           replace_originals=s.replace_originals, mix=s.mix)
+                                           replace_originals=s.replace_originals, mix=s.mix, fallback=s.fallback)
         return plan, device_pipeline.host_layout(volume, plan)
 
     def start(self, prepared: Any) -> Any:
@@ -80,7 +89,7 @@ class ScipyStages:
     def start(self, prepared: Any) -> Any:
         return self.interpolator.interpolate_stack(prepared.stack, prepared.positions,
                                                    keep_originals=not self.settings.replace_originals,
-                                                   mix=self.settings.mix)
+                                                   mix=self.settings.mix, fallback=self.settings.fallback)
 
     def wait(self, started: Any) -> None:
         pass  # interpolate_stack returned host arrays
@@ -107,19 +116,47 @@ def upsample_volume(
     replace_originals: bool = False,
     preprocess: str = "device",
     mix: str = DEFAULT_MIX,
+    fallback: bool = False,
 ) -> Volume:
     """A thin-slice Volume from a thick-slice one (3D or 4D), geometry exact.
 
     Output slice j lies at input slice coordinate j·step (factor k: step 1/k;
     spacing s: step s / slice spacing), spanning first to last acquired slice.
     preprocess: the path (module docstring). mix: how new slices are made
-    from the latents (jaxsr.mixes), applied in the model's [0, 1] space
-    before the restore.
+    from the latents (jaxsr.mixes) and fallback (jaxsr.fallback), both in the
+    model's [0, 1] space before the restore.
     """
     settings = UpsampleSettings(factor=factor, spacing=spacing, replace_originals=replace_originals,
-                                preprocess=preprocess, mix=mix)
+                                preprocess=preprocess, mix=mix, fallback=fallback)
     stages = stages_for(interpolator, config, settings)
     prepared = stages.prepare(volume)
     started = stages.start(prepared)
     stages.wait(started)
     return stages.finish(volume, prepared, started)
+
+
+def confidence_volume(interpolator: LatentInterpolator, config: Any, volume: Volume, settings: UpsampleSettings) -> Volume:
+    """jaxsr.fallback's weight of linear interpolation in every voxel of the output `settings` ask for.
+
+    On the output grid and geometry: at a new slice the weight its neighbours'
+    w(n) blend to (what the fallback uses, whether it is on or not), 0 at an
+    acquired slice copied from the input, w(n) itself there with
+    replace_originals. 0: the model reproduces the neighbours exactly there;
+    towards 1: it does not, and linear interpolation would be trusted instead.
+    Computed on the host path (in-plane preprocessing, the acquired slices'
+    reconstructions), then resampled back to the source's in-plane grid.
+    """
+    from jaxsr.data.preprocess import resample_inplane
+    from jaxsr.interpolate import plan_slices
+    from jaxsr.io.nifti import resliced_affine
+
+    prepared = prepare_volume(volume, config, factor=settings.factor, spacing=settings.spacing)
+    weights = interpolator.acquired_weights(prepared.stack)  # (X', Y', Z, T)
+    plan = plan_slices(prepared.positions, volume.n_slices)
+    upper = np.minimum(plan.lower + 1, volume.n_slices - 1)
+    alpha = plan.alpha[None, None, :, None].astype(np.float32)
+    out = (1 - alpha) * weights[:, :, plan.lower] + alpha * weights[:, :, upper]
+    if not settings.replace_originals:
+        out[:, :, plan.kept] = 0.0
+    out = np.clip(resample_inplane(out, prepared.preprocessing.source_shape_xy), 0.0, 1.0)  # cubic overshoot
+    return volume.with_data(out if volume.is_4d else out[..., 0], resliced_affine(volume.affine, prepared.step))

@@ -63,20 +63,27 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta", type=int, choices=TTA_CHOICES, default=None,
                         help="8: average every new slice over the 8 in-plane rot90/flip symmetries (8x the model's "
                              "cost); 1: the model alone (default: the checkpoint's recipe, config.inference.tta)")
+    parser.add_argument("--fallback", action=argparse.BooleanOptionalAction, default=None,
+                        help="move each new slice toward linear interpolation where the model reconstructs its "
+                             "neighbours poorly (noisy scans); default: the checkpoint's recipe, "
+                             "config.inference.fallback")
     parser.add_argument("--keep-dtype", action="store_true", help="write the input's data type (rounded and clipped) instead of float32")
     parser.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE, help=f"slices per device batch; lower it if the device runs out of memory (default {BATCH_SIZE})")
 
 
 def load_model(args: argparse.Namespace):
-    """(interpolator, config) of --checkpoint, its recipe (config.inference) replaced by --mix and --tta where given."""
+    """(interpolator, config) of --checkpoint, its recipe (config.inference) replaced by --mix, --tta and
+    --fallback where given."""
     from jaxsr.interpolate import load_interpolator
 
-    return load_interpolator(args.checkpoint, batch_size=args.batch_size, mix=args.mix, tta=args.tta)
+    return load_interpolator(args.checkpoint, batch_size=args.batch_size, mix=args.mix, tta=args.tta,
+                             fallback=args.fallback)
 
 
 def upsample_settings(args: argparse.Namespace, config):
-    """The jaxsr.upsample.UpsampleSettings that `add_model_arguments`' flags ask for, with `config`'s mix (load_model)."""
+    """The jaxsr.upsample.UpsampleSettings that `add_model_arguments`' flags ask for, with `config`'s recipe (load_model)."""
     from jaxsr.upsample import UpsampleSettings
 
-    return UpsampleSettings(factor=args.factor, spacing=args.spacing, replace_originals=args.replace_originals,
-                            keep_dtype=args.keep_dtype, checkpoint=args.checkpoint, mix=config.inference.mix)
+    return UpsampleSettings.with_recipe(config, factor=args.factor, spacing=args.spacing,
+                                        replace_originals=args.replace_originals, keep_dtype=args.keep_dtype,
+                                        checkpoint=args.checkpoint)
