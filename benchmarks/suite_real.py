@@ -20,11 +20,14 @@ One protocol is (source, slicing axis, factor k):
 4. Each removed slice m is synthesized at thick-slice position m / k by the
    autoencoder's plain latent mix (`ae_plain`), the detail-preserving mix of
    jaxsr.residual_mix (`ae_detail`, from the same model's reconstructions of the
-   acquired slices), linear and cubic B-spline interpolation, all on the same
-   positions, and scored against the removed thin slice scaled with the thick
+   acquired slices), each also with the 8-symmetry ensemble (`_tta8`, jaxsr.tta)
+   and with the fallback toward linear interpolation (`_fb`, jaxsr.fallback),
+   linear and cubic B-spline interpolation, all on the same positions, and scored against the removed thin slice scaled with the thick
    volume's intensity scale; predictions are clipped to [0, 1]. SSIM, PSNR and
    VIF per slice and frame (jaxsr.metrics), medians with IQR, one-sided
-   Wilcoxon p-values (AE > baseline, jaxsr.stats). The reconstruction of the
+   Wilcoxon p-values (AE > baseline, jaxsr.stats) and each autoencoder method's
+   margin over the best baseline (the smaller median paired difference, the
+   larger p). The reconstruction of the
    acquired slices, the autoencoder's ceiling, is scored the same way.
 
 The JSON has one row per protocol with its settings (source file and sha256,
@@ -53,7 +56,11 @@ log = logging.getLogger("benchmarks.suite_real")  # also when run as __main__
 
 AE_PLAIN, AE_DETAIL = "ae_plain", "ae_detail"
 BASELINES = ("linear", "bspline")
-METHODS = (AE_PLAIN, AE_DETAIL) + BASELINES
+# Each mix alone, with the 8-symmetry ensemble (jaxsr.tta) and with the fallback toward linear (jaxsr.fallback).
+TTA_SUFFIX, FALLBACK_SUFFIX = "_tta8", "_fb"
+AE_METHODS = tuple(f"{mix}{tta}{fb}" for mix in (AE_PLAIN, AE_DETAIL) for tta in ("", TTA_SUFFIX)
+                   for fb in ("", FALLBACK_SUFFIX))
+METHODS = AE_METHODS + BASELINES
 METRIC_NAMES = ("ssim", "psnr", "vif")
 FILE_SOURCE = "file"  # --volume FILE
 
@@ -108,21 +115,27 @@ def validation_curve(workdir: pathlib.Path) -> list[dict]:
             for r in rows if "val/recon_psnr" in r]
 
 
-def autoencoder_slices(model, config, stack: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(latent mix at `positions`, residual mix there, reconstructions of every acquired slice).
+def autoencoder_slices(model, config, stack: np.ndarray, positions: np.ndarray, tta: int = 1) -> dict[str, np.ndarray]:
+    """Each mix at `positions`, with and without the fallback, and the reconstructions of the acquired slices.
 
-    Both mixes through jaxsr's own inference path (`interpolate_stack`, mix
-    'latent' and 'residual'), so the benchmark scores what `upsample` writes.
+    Every slice through jaxsr's own inference path (`interpolate_stack`), so the
+    benchmark scores what `upsample` writes; tta: config.inference.tta (jaxsr.tta).
+    Keys: AE_PLAIN, AE_DETAIL, each + FALLBACK_SUFFIX, and "reconstruction".
     """
     from jaxsr.interpolate import interpolator_for
-    from jaxsr.mixes import RESIDUAL
+    from jaxsr.mixes import LATENT, RESIDUAL
 
+    config = config.copy_and_resolve_references()
+    config.inference.tta = tta
     interpolator = interpolator_for(model, config)
     n = stack.shape[2]
     everything = np.concatenate([np.arange(n, dtype=np.float64), positions])
     out = interpolator.interpolate_stack(stack, everything, keep_originals=False)
-    detail = interpolator.interpolate_stack(stack, positions, mix=RESIDUAL)
-    return out[:, :, n:], detail, out[:, :, :n]
+    slices = {AE_PLAIN: out[:, :, n:], "reconstruction": out[:, :, :n]}
+    slices[AE_DETAIL] = interpolator.interpolate_stack(stack, positions, mix=RESIDUAL)
+    for name, mix in ((AE_PLAIN, LATENT), (AE_DETAIL, RESIDUAL)):
+        slices[name + FALLBACK_SUFFIX] = interpolator.interpolate_stack(stack, positions, mix=mix, fallback=True)
+    return slices
 
 
 def baseline(stack: np.ndarray, positions: np.ndarray, method: str) -> np.ndarray:
@@ -308,12 +321,16 @@ def summarise(scores: dict[str, dict[str, np.ndarray]], offset: np.ndarray) -> d
 
     capped = {m: {k: stats.cap_scores(k, v) for k, v in s.items()} for m, s in scores.items()}
     table = {m: {k: stats.median_iqr(v) for k, v in s.items()} for m, s in capped.items()}
-    pairs = [(ae, other) for ae in (AE_PLAIN, AE_DETAIL) for other in BASELINES] + [(AE_DETAIL, AE_PLAIN)]
+    pairs = [(ae, other) for ae in AE_METHODS for other in BASELINES] + [(AE_DETAIL, AE_PLAIN)]
     wilcoxon = {f"{a}>{b}": {k: stats.wilcoxon_greater(capped[a][k], capped[b][k]) for k in METRIC_NAMES}
                 for a, b in pairs}
+    # Over the best baseline: the smaller median paired difference, and the larger p, of the two.
+    margins = {ae: {k: {"median_difference": min(wilcoxon[f"{ae}>{b}"][k]["median_difference"] for b in BASELINES),
+                        "p": max(wilcoxon[f"{ae}>{b}"][k]["p"] for b in BASELINES)} for k in METRIC_NAMES}
+               for ae in AE_METHODS}
     by_offset = {int(o): {m: {k: float(np.nanmedian(capped[m][k][offset == o])) for k in ("ssim", "psnr")}
                           for m in capped} for o in np.unique(offset)}
-    return {"methods": table, "wilcoxon": wilcoxon, "by_offset": by_offset}
+    return {"methods": table, "wilcoxon": wilcoxon, "margins": margins, "by_offset": by_offset}
 
 
 # ----------------------------------------------------------------------------
@@ -358,12 +375,16 @@ def prepare(protocol: Protocol, source: dict, volume, quick: bool) -> Prepared:
 
 
 def synthesize(model, config, prepared: Prepared) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Every method's removed slices (X, Y, P, T), and the reconstructions of the acquired slices."""
+    """Every method's removed slices (X, Y, P, T), and the reconstructions of the acquired slices (no ensemble)."""
     stack, positions = prepared.stack, prepared.plan.positions
-    plain, detail, recon = autoencoder_slices(model, config, stack, positions)
-    out = {AE_PLAIN: plain, AE_DETAIL: detail}
-    out.update({m: baseline(stack, positions, m) for m in BASELINES})
-    return out, recon
+    out = {m: baseline(stack, positions, m) for m in BASELINES}
+    for tta, suffix in ((1, ""), (8, TTA_SUFFIX)):
+        slices = autoencoder_slices(model, config, stack, positions, tta)
+        if tta == 1:
+            reconstruction = slices["reconstruction"]
+        out.update({name + suffix: slices[name] for name in (AE_PLAIN, AE_DETAIL)})
+        out.update({name + suffix + FALLBACK_SUFFIX: slices[name + FALLBACK_SUFFIX] for name in (AE_PLAIN, AE_DETAIL)})
+    return out, reconstruction
 
 
 def run_protocol(prepared: Prepared, source: dict, settings: dict, workdir: pathlib.Path) -> dict[str, Any]:
@@ -464,7 +485,7 @@ def figures(rows: list[dict]) -> list[dict]:
 
 
 def render(rows: list[dict]) -> str:
-    """The per-protocol table: medians [IQR], then the one-sided Wilcoxon p-values."""
+    """The per-protocol table: medians [IQR] and each autoencoder method's margin over the best baseline."""
     lines = []
     for row in rows:
         recon = row["reconstruction"]
@@ -472,15 +493,15 @@ def render(rows: list[dict]) -> str:
                      f"{row['config']['name']} {row['config']['steps']} steps ({row['train_s']:.0f} s), "
                      f"{row['slices_scored']} slices scored; reconstruction of acquired slices "
                      f"PSNR {_cell(recon['psnr'], 2)} SSIM {_cell(recon['ssim'], 3)}")
-        lines.append(f"  {'method':<10} {'SSIM':<22} {'PSNR dB':<22} {'VIF':<22}")
+        lines.append(f"  {'method':<18} {'SSIM':<22} {'PSNR dB':<22} {'VIF':<22} over the best baseline "
+                     "(median paired difference, one-sided Wilcoxon p)")
         for method in METHODS:
             stat = row["methods"][method]
-            lines.append(f"  {method:<10} {_cell(stat['ssim'], 3):<22} {_cell(stat['psnr'], 2):<22} "
-                         f"{_cell(stat['vif'], 3):<22}")
-        for pair, tests in row["wilcoxon"].items():
-            cells = "  ".join(f"{k} p={_p(tests[k]['p'])} (median diff {tests[k]['median_difference']:+.3g})"
-                              for k in METRIC_NAMES)
-            lines.append(f"  {pair:<18} {cells}")
+            margin = row["margins"].get(method)
+            over = "" if margin is None else "  ".join(
+                f"{k} {margin[k]['median_difference']:+.3g} (p={_p(margin[k]['p'])})" for k in ("ssim", "psnr"))
+            lines.append(f"  {method:<18} {_cell(stat['ssim'], 3):<22} {_cell(stat['psnr'], 2):<22} "
+                         f"{_cell(stat['vif'], 3):<22} {over}")
         lines.append("")
     return "\n".join(lines)
 
