@@ -18,7 +18,8 @@ figure).
 
 The autoencoder is scored twice: 'ae', the paper's latent mix, and
 'ae_residual', the detail-preserving mix (jaxsr.residual_mix; at a kept slice
-it returns the acquired slice itself, like the baselines).
+it returns the acquired slice itself, like the baselines), each with the rest
+of the checkpoint's recipe (config.inference: the ensemble, the fallback).
 
 Every method is a function `(stack (X, Y, Z, T), positions (P,)) -> (X, Y, P, T)`,
 which makes the protocol testable without a model. All frames of a volume go
@@ -381,18 +382,20 @@ def default_metrics() -> dict[str, MetricFn]:
     return {"ssim": metrics.ssim, "psnr": metrics.psnr, "vif": metrics.vif}
 
 
-def autoencoder_method(interpolator: LatentInterpolator, mix: str = LATENT) -> InterpolateFn:
-    """The autoencoder as a protocol method: its own output at integer positions too (mix: jaxsr.mixes)."""
+def autoencoder_method(interpolator: LatentInterpolator, mix: str = LATENT, fallback: bool = False) -> InterpolateFn:
+    """The autoencoder as a protocol method: its own output at integer positions too (mix: jaxsr.mixes;
+    fallback: jaxsr.fallback)."""
 
     def fn(stack: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        return interpolator.interpolate_stack(stack, positions, keep_originals=False, mix=mix)
+        return interpolator.interpolate_stack(stack, positions, keep_originals=False, mix=mix, fallback=fallback)
 
     return fn
 
 
-def autoencoder_methods(interpolator: LatentInterpolator) -> dict[str, InterpolateFn]:
-    """Both mixes as protocol methods, whatever the product's default: 'ae' (the paper's) and 'ae_residual'."""
-    return {AE: autoencoder_method(interpolator, LATENT), AE_RESIDUAL: autoencoder_method(interpolator, RESIDUAL)}
+def autoencoder_methods(interpolator: LatentInterpolator, fallback: bool = False) -> dict[str, InterpolateFn]:
+    """Both mixes as protocol methods, whatever the recipe's mix: 'ae' (the paper's) and 'ae_residual'."""
+    return {AE: autoencoder_method(interpolator, LATENT, fallback),
+            AE_RESIDUAL: autoencoder_method(interpolator, RESIDUAL, fallback)}
 
 
 def versions() -> dict[str, str]:
@@ -453,7 +456,7 @@ def run_evaluation(
     if full_fov is False and crop_size < 1:
         raise UserError(f"crop size must be positive, got {crop_size}")
     crop = None if full_fov else crop_size
-    methods = {**autoencoder_methods(interpolator), **baseline_methods()}
+    methods = {**autoencoder_methods(interpolator, bool(config.inference.fallback)), **baseline_methods()}
     log.info("evaluating %d volume(s) from %s (%s split), crop %s", len(paths), data_dir, split,
              "full field of view" if crop is None else f"{crop}x{crop}")
     evaluation = evaluate_volumes(paths, methods, default_metrics(), crop_size=crop, target_mm=target_mm,
