@@ -213,6 +213,12 @@ def test_auto_keeps_lax_without_timing_for_small_convs_and_float64(fake_timer):
     assert fake_timer == []
 
 
+def test_auto_is_lax_in_a_multi_process_run(fake_timer, monkeypatch):
+    """Hosts timing on their own could trace different programs for one SPMD step."""
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    assert conv_choice.resolve("auto", BIG, 64, jnp.float32) == ("lax",) * 3 and fake_timer == []
+
+
 def test_a_choice_already_on_file_wins_over_a_new_measurement(fake_timer, tmp_path):
     """Two processes that timed the same problem at once trace the same program: the first stored wins."""
     path = tmp_path / "choice.json"

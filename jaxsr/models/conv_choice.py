@@ -11,7 +11,9 @@ kernel, so it uses that problem's 'fwd' entry.
 'auto' keeps XLA's convolution without timing where timing cannot pay: dtypes other than float32 and
 bfloat16 (float64 is for reference computations), and convs under `MIN_PROBE_FLOPS`, where a probe's
 compilations (about a second) cost more than Winograd could save in thousands of steps; the test
-configs' convs are all below it, so the test suite traces exactly the programs it did before.
+configs' convs are all below it, so the test suite traces exactly the programs it did before. In a multi-process run 'auto' is lax:
+every process must trace the same program, and hosts timing on their own (or reading their own
+cache files) could choose differently; name an implementation there to use Winograd.
 """
 
 from __future__ import annotations
@@ -134,7 +136,8 @@ def _store(path: pathlib.Path, key: str, entry: dict) -> str:
 def choose(direction: str, x_shape: tuple[int, ...], cout: int, dtype) -> str:
     """The fastest implementation of one 'fwd' or 'dw' problem: from this process, the cache file, or timed now."""
     n, h, w, cin = x_shape
-    if jnp.dtype(dtype).name not in PROBED_DTYPES or 2 * n * h * w * 9 * cin * cout < MIN_PROBE_FLOPS:
+    if (jnp.dtype(dtype).name not in PROBED_DTYPES or 2 * n * h * w * 9 * cin * cout < MIN_PROBE_FLOPS
+            or jax.process_count() > 1):
         return "lax"
     key = cache_key(direction, x_shape, cout, dtype)
     if key in _memo:
