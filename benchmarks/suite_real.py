@@ -60,7 +60,9 @@ BASELINES = ("linear", "bspline")
 TTA_SUFFIX, FALLBACK_SUFFIX = "_tta8", "_fb"
 AE_METHODS = tuple(f"{mix}{tta}{fb}" for mix in (AE_PLAIN, AE_DETAIL) for tta in ("", TTA_SUFFIX)
                    for fb in ("", FALLBACK_SUFFIX))
-METHODS = AE_METHODS + BASELINES
+AE_RECIPE = "ae_recipe"  # the config's own recipe, config.inference (mix, residual weight, ensemble, fallback)
+METHODS = AE_METHODS + (AE_RECIPE,) + BASELINES
+LEVERS = ("all", "recipe")  # --levers recipe: only the paper's latent mix and the recipe beside the baselines
 METRIC_NAMES = ("ssim", "psnr", "vif")
 FILE_SOURCE = "file"  # --volume FILE
 
@@ -320,14 +322,16 @@ def summarise(scores: dict[str, dict[str, np.ndarray]], offset: np.ndarray) -> d
     from jaxsr import stats
 
     capped = {m: {k: stats.cap_scores(k, v) for k, v in s.items()} for m, s in scores.items()}
-    table = {m: {k: stats.median_iqr(v) for k, v in s.items()} for m, s in capped.items()}
-    pairs = [(ae, other) for ae in AE_METHODS for other in BASELINES] + [(AE_DETAIL, AE_PLAIN)]
+    table = {m: {k: stats.median_iqr(v) for k, v in capped[m].items()} for m in METHODS if m in capped}
+    ae_methods = [m for m in METHODS if m in scores and m not in BASELINES]
+    pairs = [(ae, other) for ae in ae_methods for other in BASELINES]
+    pairs += [(AE_DETAIL, AE_PLAIN)] if AE_DETAIL in scores else []
     wilcoxon = {f"{a}>{b}": {k: stats.wilcoxon_greater(capped[a][k], capped[b][k]) for k in METRIC_NAMES}
                 for a, b in pairs}
     # Over the best baseline: the smaller median paired difference, and the larger p, of the two.
     margins = {ae: {k: {"median_difference": min(wilcoxon[f"{ae}>{b}"][k]["median_difference"] for b in BASELINES),
                         "p": max(wilcoxon[f"{ae}>{b}"][k]["p"] for b in BASELINES)} for k in METRIC_NAMES}
-               for ae in AE_METHODS}
+               for ae in ae_methods}
     by_offset = {int(o): {m: {k: float(np.nanmedian(capped[m][k][offset == o])) for k in ("ssim", "psnr")}
                           for m in capped} for o in np.unique(offset)}
     return {"methods": table, "wilcoxon": wilcoxon, "margins": margins, "by_offset": by_offset}
@@ -374,16 +378,29 @@ def prepare(protocol: Protocol, source: dict, volume, quick: bool) -> Prepared:
     return Prepared(protocol, plan, stack, full[:, :, plan.removed], inplane_mm, facts)
 
 
-def synthesize(model, config, prepared: Prepared) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def recipe_slices(model, config, stack: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """The slices `jaxsr upsample` writes with this config's recipe (config.inference), through interpolate_stack."""
+    from jaxsr.interpolate import interpolator_for
+
+    recipe = config.inference
+    return interpolator_for(model, config).interpolate_stack(
+        stack, positions, mix=recipe.mix, fallback=bool(recipe.fallback), residual_weight=float(recipe.residual_weight))
+
+
+def synthesize(model, config, prepared: Prepared, levers: str = "all") -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Every method's removed slices (X, Y, P, T), and the reconstructions of the acquired slices (no ensemble)."""
     stack, positions = prepared.stack, prepared.plan.positions
     out = {m: baseline(stack, positions, m) for m in BASELINES}
-    for tta, suffix in ((1, ""), (8, TTA_SUFFIX)):
+    out[AE_RECIPE] = recipe_slices(model, config, stack, positions)
+    for tta, suffix in ((1, ""), (8, TTA_SUFFIX)) if levers == "all" else ((1, ""),):
         slices = autoencoder_slices(model, config, stack, positions, tta)
         if tta == 1:
             reconstruction = slices["reconstruction"]
-        out.update({name + suffix: slices[name] for name in (AE_PLAIN, AE_DETAIL)})
-        out.update({name + suffix + FALLBACK_SUFFIX: slices[name + FALLBACK_SUFFIX] for name in (AE_PLAIN, AE_DETAIL)})
+        if levers == "all":
+            out.update({name + suffix: slices[name] for name in (AE_PLAIN, AE_DETAIL)})
+            out.update({name + suffix + FALLBACK_SUFFIX: slices[name + FALLBACK_SUFFIX] for name in (AE_PLAIN, AE_DETAIL)})
+        else:
+            out[AE_PLAIN] = slices[AE_PLAIN]
     return out, reconstruction
 
 
@@ -395,7 +412,7 @@ def run_protocol(prepared: Prepared, source: dict, settings: dict, workdir: path
     train_s = time.perf_counter() - t0
     log.info("%s: %d steps in %.0f s", prepared.protocol.name, int(config.train.steps), train_s)
     t0 = time.perf_counter()
-    slices, recon = synthesize(model, config, prepared)
+    slices, recon = synthesize(model, config, prepared, settings["levers"])
     scores = {m: score(prepared.truth, s) for m, s in slices.items()}
     reconstruction = {k: _median(k, v) for k, v in score(prepared.stack, recon).items()}
     eval_s = time.perf_counter() - t0
@@ -429,7 +446,8 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"quick": quick, "protocols": parse_protocols(text, volume is not None),
             "steps": getattr(args, "steps", None), "volume": volume,
             "cache_dir": str(real_data.cache_dir(getattr(args, "cache_dir", None))),
-            "workdir": getattr(args, "workdir", None), "overrides": list(getattr(args, "config_overrides", []))}
+            "workdir": getattr(args, "workdir", None), "overrides": list(getattr(args, "config_overrides", [])),
+            "levers": getattr(args, "levers", None) or "all"}
 
 
 def sources(s: dict[str, Any]) -> dict[str, dict]:
@@ -474,7 +492,7 @@ def figures(rows: list[dict]) -> list[dict]:
     out = []
     units = {"ssim": "SSIM", "psnr": "PSNR dB", "vif": "VIF"}
     for row in rows:
-        entries = [(m, row["methods"][m]) for m in METHODS] + [("reconstruction", row["reconstruction"])]
+        entries = list(row["methods"].items()) + [("reconstruction", row["reconstruction"])]
         for method, table in entries:
             for metric in METRIC_NAMES:
                 stat = table[metric]
@@ -495,8 +513,7 @@ def render(rows: list[dict]) -> str:
                      f"PSNR {_cell(recon['psnr'], 2)} SSIM {_cell(recon['ssim'], 3)}")
         lines.append(f"  {'method':<18} {'SSIM':<22} {'PSNR dB':<22} {'VIF':<22} over the best baseline "
                      "(median paired difference, one-sided Wilcoxon p)")
-        for method in METHODS:
-            stat = row["methods"][method]
+        for method, stat in row["methods"].items():
             margin = row["margins"].get(method)
             over = "" if margin is None else "  ".join(
                 f"{k} {margin[k]['median_difference']:+.3g} (p={_p(margin[k]['p'])})" for k in ("ssim", "psnr"))
@@ -529,6 +546,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"where fetched volumes are kept (default ${real_data.CACHE_ENV} or ~/.cache/jaxsr-bench/real)")
     parser.add_argument("--workdir", default=None, help="keep each protocol's training run here (default: temporary)")
     parser.add_argument("--out", default="real_results.json", help="JSON results file ('' for none)")
+    parser.add_argument("--levers", choices=LEVERS, default="all",
+                        help="all: every mix with and without the ensemble and the fallback, and the recipe; "
+                             "recipe: the paper's latent mix and the config's recipe only")
     parser.add_argument("-v", "--verbose", action="store_true")
     args, rest = parser.parse_known_args(argv)
     unknown = [a for a in rest if not a.startswith("--config.")]

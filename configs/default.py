@@ -64,6 +64,8 @@ def get_config() -> ml_collections.ConfigDict:
     # fallback: move new slices toward linear interpolation where the model reconstructs their
     # neighbours poorly (jaxsr.fallback).
     c.inference.mix = mixes.DEFAULT_MIX
+    # With mix "residual": the share of the neighbours' residuals added back, in [0, 1] (jaxsr.residual_mix).
+    c.inference.residual_weight = 1.0
     c.inference.tta = 1
     c.inference.fallback = False
 

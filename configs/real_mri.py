@@ -19,4 +19,5 @@ from jaxsr.configs import phantom_demo
 def get_config() -> ml_collections.ConfigDict:
     c = phantom_demo.get_config()
     c.loss.update(recon_ssim_weight=0.5)
+    c.inference.update(mix="residual", residual_weight=0.5, tta=8, fallback=True)
     return c

@@ -235,6 +235,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     gamma_range = tuple(config.data.gamma_range)
     if len(gamma_range) != 2 or not 0 < gamma_range[0] <= gamma_range[1]:
         raise ConfigError(f"--config.data.gamma_range={gamma_range!r}: expected (low, high) with 0 < low <= high")
+    weight = config.inference.residual_weight
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
+        raise ConfigError(f"--config.inference.residual_weight={weight!r}: expected a number in [0, 1]")
     for key in ("warmup_steps", "clip_norm"):
         if config.optim[key] < 0:
             raise ConfigError(f"--config.optim.{key}={config.optim[key]!r}: must not be negative")

@@ -84,6 +84,7 @@ class VolumePlan:
     from_source: np.ndarray
     out_index: np.ndarray
     mix: str = DEFAULT_MIX
+    residual_weight: float = 1.0  # the residual mix's share of the residuals (jaxsr.residual_mix)
     fallback: bool = False  # jaxsr.fallback, with its leave-one-out rows (per source row)
     loo_rows: tuple[np.ndarray, np.ndarray, np.ndarray] = ()
 
@@ -104,7 +105,7 @@ def _padded(values: np.ndarray, rows: int, dtype) -> np.ndarray:
 
 def plan_volume(interpolator: LatentInterpolator, config: Any, volume: Volume, *, factor: int | None = None,
                 spacing: float | None = None, replace_originals: bool = False, mix: str = DEFAULT_MIX,
-                fallback: bool = False) -> VolumePlan:
+                fallback: bool = False, residual_weight: float = 1.0) -> VolumePlan:
     """The plan for `volume` (its shape, spacing and slice geometry) at the config's in-plane spacing."""
     check_mix(mix)
     shape = volume.data.shape if volume.is_4d else volume.data.shape + (1,)
@@ -140,6 +141,7 @@ def plan_volume(interpolator: LatentInterpolator, config: Any, volume: Volume, *
         from_source=_padded(np.broadcast_to(from_source, (nt, n_pos)).ravel(), rows[2], bool),
         out_index=_padded(index.ravel(), rows[2], np.int32),
         mix=mix,
+        residual_weight=float(residual_weight),
         fallback=bool(fallback),
         loo_rows=fallback_lib.leave_one_out_rows(nz, nt, rows[0]) if fallback else (),
     )
@@ -182,11 +184,11 @@ _restore_into = jax.jit(_restore, donate_argnums=0)
 def _restore_finished_into(restored: jax.Array, decoded: jax.Array, start: jax.Array, back_x: jax.Array,
                            back_y: jax.Array, lo: jax.Array, hi: jax.Array, images: jax.Array, recon: jax.Array,
                            weights: jax.Array | None, first: jax.Array, second: jax.Array, alpha: jax.Array, *,
-                           residual: bool, fallback: bool) -> jax.Array:
-    """One decoded batch: the residual mix and/or the fallback in the model's [0, 1] space, then the restore,
-    as one program."""
-    if residual:
-        decoded = residual_mix_batch(decoded, images, recon, first, second, alpha, start)
+                           residual: float | None, fallback: bool) -> jax.Array:
+    """One decoded batch: the residual mix (residual: its weight, None for none) and/or the fallback in the
+    model's [0, 1] space, then the restore, as one program."""
+    if residual is not None:
+        decoded = residual_mix_batch(decoded, images, recon, first, second, alpha, start, weight=residual)
     if fallback:
         decoded = fallback_lib.fallback_batch(decoded, images, weights, first, second, alpha, start)
     return _restore(restored, decoded, start, back_x, back_y, lo, hi)
@@ -232,7 +234,8 @@ def dispatch(interpolator: LatentInterpolator, plan: VolumePlan, layout: np.ndar
                 weights = fallback_lib.acquired_weights(images, recon, centre, below, above,
                                                         fallback_lib.has_leave_one_out(plan.source_shape[2]))
             restore = functools.partial(_restore_finished_into, images=images, recon=recon, weights=weights,
-                                        first=first, second=second, alpha=alpha, residual=plan.mix == RESIDUAL,
+                                        first=first, second=second, alpha=alpha,
+                                        residual=plan.residual_weight if plan.mix == RESIDUAL else None,
                                         fallback=plan.fallback)
         back_x, back_y = _matrix(px, nx, bx, mx, False, home), _matrix(py, ny, by, my, False, home)
         for start, decoded in interpolator.decode_rows(mixed, plan.n_decoded):

@@ -382,20 +382,25 @@ def default_metrics() -> dict[str, MetricFn]:
     return {"ssim": metrics.ssim, "psnr": metrics.psnr, "vif": metrics.vif}
 
 
-def autoencoder_method(interpolator: LatentInterpolator, mix: str = LATENT, fallback: bool = False) -> InterpolateFn:
+def autoencoder_method(interpolator: LatentInterpolator, mix: str = LATENT, fallback: bool = False,
+                       residual_weight: float = 1.0) -> InterpolateFn:
     """The autoencoder as a protocol method: its own output at integer positions too (mix: jaxsr.mixes;
-    fallback: jaxsr.fallback)."""
+    fallback: jaxsr.fallback; residual_weight: jaxsr.residual_mix)."""
 
     def fn(stack: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        return interpolator.interpolate_stack(stack, positions, keep_originals=False, mix=mix, fallback=fallback)
+        return interpolator.interpolate_stack(stack, positions, keep_originals=False, mix=mix, fallback=fallback,
+                                              residual_weight=residual_weight)
 
     return fn
 
 
-def autoencoder_methods(interpolator: LatentInterpolator, fallback: bool = False) -> dict[str, InterpolateFn]:
-    """Both mixes as protocol methods, whatever the recipe's mix: 'ae' (the paper's) and 'ae_residual'."""
+def autoencoder_methods(interpolator: LatentInterpolator, recipe: Any = None) -> dict[str, InterpolateFn]:
+    """Both mixes as protocol methods, whatever the recipe's mix: 'ae' (the paper's) and 'ae_residual',
+    each with the recipe's fallback and residual weight (config.inference; None: neither)."""
+    fallback = bool(recipe.fallback) if recipe is not None else False
+    weight = float(recipe.residual_weight) if recipe is not None else 1.0
     return {AE: autoencoder_method(interpolator, LATENT, fallback),
-            AE_RESIDUAL: autoencoder_method(interpolator, RESIDUAL, fallback)}
+            AE_RESIDUAL: autoencoder_method(interpolator, RESIDUAL, fallback, weight)}
 
 
 def versions() -> dict[str, str]:
@@ -456,7 +461,7 @@ def run_evaluation(
     if full_fov is False and crop_size < 1:
         raise UserError(f"crop size must be positive, got {crop_size}")
     crop = None if full_fov else crop_size
-    methods = {**autoencoder_methods(interpolator, bool(config.inference.fallback)), **baseline_methods()}
+    methods = {**autoencoder_methods(interpolator, config.inference), **baseline_methods()}
     log.info("evaluating %d volume(s) from %s (%s split), crop %s", len(paths), data_dir, split,
              "full field of view" if crop is None else f"{crop}x{crop}")
     evaluation = evaluate_volumes(paths, methods, default_metrics(), crop_size=crop, target_mm=target_mm,

@@ -330,21 +330,23 @@ class LatentInterpolator:
         keep_originals: bool = True,
         mix: str = DEFAULT_MIX,
         fallback: bool = False,
+        residual_weight: float = 1.0,
     ) -> np.ndarray:
         """(X, Y, Z, T) stack -> (X, Y, len(positions), T) by latent interpolation.
 
         keep_originals: output slices at integer positions are copied from
         `stack` bit for bit; otherwise they are the model's output there (with
         mix='latent' its reconstructions, with 'residual' the acquired slices
-        themselves, bit for bit). mix: jaxsr.mixes. fallback: move each new
-        slice toward the linear blend where the model reconstructs its
-        neighbours poorly (jaxsr.fallback).
+        themselves, bit for bit). mix: jaxsr.mixes; residual_weight: the
+        share of the residuals the residual mix adds (jaxsr.residual_mix).
+        fallback: move each new slice toward the linear blend where the model
+        reconstructs its neighbours poorly (jaxsr.fallback).
         """
         check_mix(mix)
         stack = np.asarray(stack, np.float32)
         if stack.ndim == 3:
             return self.interpolate_stack(stack[..., None], positions, keep_originals=keep_originals, mix=mix,
-                                          fallback=fallback)[..., 0]
+                                          fallback=fallback, residual_weight=residual_weight)[..., 0]
         if stack.ndim != 4:
             raise ValueError(f"stack must be (X, Y, Z) or (X, Y, Z, T), got shape {stack.shape}")
         nx, ny, nz, nt = stack.shape
@@ -369,7 +371,8 @@ class LatentInterpolator:
             # Row t·P' + j of z_new mixes acquired rows t·Z + lower and the next one.
             first = (np.arange(nt)[:, None] * nz + plan.lower[decode_idx][None, :]).ravel().astype(np.int32)
             finish = self._finish(images, z.reshape((nt * nz,) + tuple(z.shape[2:])), first,
-                                  np.tile(plan.alpha[decode_idx], nt), (nz, nt), mix == RESIDUAL, fallback)
+                                  np.tile(plan.alpha[decode_idx], nt), (nz, nt),
+                                  residual_weight if mix == RESIDUAL else None, fallback)
 
         decoded = self.decode(z_new, finish)[..., 0]  # (T·P', X', Y')
         decoded = decoded.reshape(nt, decode_idx.size, px, py)[:, :, :nx, :ny]
@@ -377,13 +380,14 @@ class LatentInterpolator:
         return out
 
     def _finish(self, images: np.ndarray, z: jax.Array, first: np.ndarray, alpha: np.ndarray, shape: tuple[int, int],
-                residual: bool, fallback: bool) -> Callable[[int, jax.Array], jax.Array]:
+                residual: float | None, fallback: bool) -> Callable[[int, jax.Array], jax.Array]:
         """decode()'s finish: the residual mix and/or the fallback, with the acquired rows and their
         reconstructions waiting on `home`.
 
         images (N, H, W, 1) on the host and their latents z (N, ...) go to
         `home` padded to whole batches; first, alpha: per decoded row; shape:
-        (slices, frames) of the acquired rows.
+        (slices, frames) of the acquired rows; residual: the residual mix's
+        weight, None for none.
         """
         acquired, recon = self._acquired_on_home(images, z)
         weights = self._fallback_weights(acquired, recon, *shape) if fallback else None
@@ -392,8 +396,8 @@ class LatentInterpolator:
 
         def finish(start: int, decoded: jax.Array) -> jax.Array:
             decoded = jax.device_put(decoded, self.home)
-            if residual:
-                decoded = residual_mix_batch(decoded, acquired, recon, first, second, alpha, start)
+            if residual is not None:
+                decoded = residual_mix_batch(decoded, acquired, recon, first, second, alpha, start, weight=residual)
             if fallback:
                 decoded = fallback_lib.fallback_batch(decoded, acquired, weights, first, second, alpha, start)
             return decoded
@@ -453,14 +457,16 @@ def interpolator_for(
 
 
 def load_interpolator(checkpoint: str | os.PathLike, *, batch_size: int = DEFAULT_BATCH_SIZE, mix: str | None = None,
-                      tta: int | None = None, fallback: bool | None = None) -> tuple[LatentInterpolator, Any]:
+                      tta: int | None = None, fallback: bool | None = None,
+                      residual_weight: float | None = None) -> tuple[LatentInterpolator, Any]:
     """(interpolator, config) from a training workdir or one checkpoint step; raises CheckpointError.
 
-    The checkpoint's config carries its recipe (config.inference: the mix, the
-    ensemble, the fallback); `mix`, `tta` and `fallback`, where given, replace
-    it, and the config returned says what is used. `jaxsr upsample`, `reprocess`, `evaluate` and
+    The checkpoint's config carries its recipe (config.inference: the mix and
+    its residual weight, the ensemble, the fallback); the arguments, where
+    given, replace it, and the config returned says what is used. `jaxsr upsample`, `reprocess`, `evaluate` and
     the demo all load their model here.
     """
+    from jaxsr.config import validate
     from jaxsr.train import checkpoint as checkpoint_lib
 
     model, config = checkpoint_lib.load_for_inference(checkpoint)
@@ -471,6 +477,9 @@ def load_interpolator(checkpoint: str | os.PathLike, *, batch_size: int = DEFAUL
         config.inference.tta = int(tta)
     if fallback is not None:
         config.inference.fallback = bool(fallback)
+    if residual_weight is not None:
+        config.inference.residual_weight = float(residual_weight)
+    validate(config)  # an override out of range is refused in one line
     return interpolator_for(model, config, batch_size=batch_size), config
 
 

@@ -53,6 +53,7 @@ def build_sidecar(
         "preprocess": settings.preprocess,
         "mix": settings.mix,
         "tta": int(config.inference.tta),  # the interpolator's ensemble (jaxsr.tta), from the same config
+        "residual_weight": float(settings.residual_weight),
         "fallback": bool(settings.fallback),
         "checkpoint": os.path.abspath(settings.checkpoint) if settings.checkpoint is not None else None,
         "config": config_to_dict(config),

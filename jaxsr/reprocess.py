@@ -72,7 +72,7 @@ def upsample_file(interpolator: LatentInterpolator, config: Any, source: str | o
     sha = input_sha256(source)
     result = upsample_volume(interpolator, config, volume, factor=settings.factor, spacing=settings.spacing,
                              replace_originals=settings.replace_originals, preprocess=settings.preprocess,
-                             mix=settings.mix, fallback=settings.fallback)
+                             mix=settings.mix, fallback=settings.fallback, residual_weight=settings.residual_weight)
     nifti, sidecar = encode_upsampled(volume, result, output, source_sha256=sha, config=config, settings=settings)
     write_result(output, nifti, sidecar, overwrite=overwrite)
     return result

@@ -35,6 +35,7 @@ class UpsampleSettings:
     """What an output is asked to be (`--factor` or `--spacing`, and the rest), recorded in its sidecar.
 
     preprocess: one of PREPROCESSING. mix: how new slices are made from the latents (jaxsr.mixes).
+    residual_weight: the residual mix's share of the residuals (jaxsr.residual_mix).
     fallback: move new slices toward the linear blend where the model errs (jaxsr.fallback).
     """
 
@@ -45,12 +46,15 @@ class UpsampleSettings:
     checkpoint: str | os.PathLike | None = None
     preprocess: str = "device"
     mix: str = DEFAULT_MIX
+    residual_weight: float = 1.0
     fallback: bool = False
 
     @classmethod
     def with_recipe(cls, config: Any, **fields: Any) -> "UpsampleSettings":
         """Settings with the mix and fallback of `config`'s recipe (config.inference; its ensemble is the interpolator's)."""
-        return cls(mix=config.inference.mix, fallback=bool(config.inference.fallback), **fields)
+        recipe = config.inference
+        return cls(mix=recipe.mix, residual_weight=float(recipe.residual_weight), fallback=bool(recipe.fallback),
+                   **fields)
 
 
 class DeviceStages:
@@ -62,7 +66,8 @@ class DeviceStages:
     def prepare(self, volume: Volume) -> Any:
         s = self.settings
         plan = device_pipeline.plan_volume(self.interpolator, self.config, volume, factor=s.factor, spacing=s.spacing,
-                                           replace_originals=s.replace_originals, mix=s.mix, fallback=s.fallback)
+                                           replace_originals=s.replace_originals, mix=s.mix, fallback=s.fallback,
+                                           residual_weight=s.residual_weight)
         return plan, device_pipeline.host_layout(volume, plan)
 
     def start(self, prepared: Any) -> Any:
@@ -89,7 +94,8 @@ class ScipyStages:
     def start(self, prepared: Any) -> Any:
         return self.interpolator.interpolate_stack(prepared.stack, prepared.positions,
                                                    keep_originals=not self.settings.replace_originals,
-                                                   mix=self.settings.mix, fallback=self.settings.fallback)
+                                                   mix=self.settings.mix, fallback=self.settings.fallback,
+                                                   residual_weight=self.settings.residual_weight)
 
     def wait(self, started: Any) -> None:
         pass  # interpolate_stack returned host arrays
@@ -117,6 +123,7 @@ def upsample_volume(
     preprocess: str = "device",
     mix: str = DEFAULT_MIX,
     fallback: bool = False,
+    residual_weight: float = 1.0,
 ) -> Volume:
     """A thin-slice Volume from a thick-slice one (3D or 4D), geometry exact.
 
@@ -127,7 +134,7 @@ def upsample_volume(
     model's [0, 1] space before the restore.
     """
     settings = UpsampleSettings(factor=factor, spacing=spacing, replace_originals=replace_originals,
-                                preprocess=preprocess, mix=mix, fallback=fallback)
+                                preprocess=preprocess, mix=mix, fallback=fallback, residual_weight=residual_weight)
     stages = stages_for(interpolator, config, settings)
     prepared = stages.prepare(volume)
     started = stages.start(prepared)

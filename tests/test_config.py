@@ -87,7 +87,10 @@ def test_validate_refuses_a_config_built_without_the_base():
         config_lib.validate(config)
     for bad, message in [("--config.data.gamma_range=(1.5,0.7)", "expected \\(low, high\\) with 0 < low <= high"),
                          ("--config.data.gamma_range=(1.0,)", "gamma_range=\\(1.0,\\)"),
-                         ("--config.optim.clip_norm=-1.0", "must not be negative")]:
+                         ("--config.optim.clip_norm=-1.0", "must not be negative"),
+                         ("--config.inference.residual_weight=1.5", "residual_weight=1.5: expected a number in \\[0, 1\\]"),
+                         ("--config.inference.tta=4", "inference.tta=4: expected one of 1, 8"),
+                         ("--config.inference.mix=detail", "inference.mix='detail': expected one of latent, residual")]:
         with pytest.raises(ConfigError, match=message):
             config_lib.validate(config_lib.load_config("tiny", [bad]))
 

@@ -335,7 +335,7 @@ def patched_run(monkeypatch, tmp_path):
     monkeypatch.setattr(checkpoint_lib, "load_for_inference", lambda checkpoint: (object(), config))
     monkeypatch.setattr(evaluate, "list_volumes", lambda data_dir, split: paths)
     monkeypatch.setattr(evaluate, "autoencoder_method",
-                        lambda interpolator, mix, fallback: {"latent": nearest_noisy_standin, "residual": linear_noisy_standin}[mix])
+                        lambda interpolator, mix, fallback, residual_weight=1.0: {"latent": nearest_noisy_standin, "residual": linear_noisy_standin}[mix])
     monkeypatch.setattr(evaluate, "baseline_methods", lambda: {"linear": linear_standin})
     monkeypatch.setattr(evaluate, "default_metrics", lambda: METRICS)
     return tmp_path

@@ -24,11 +24,11 @@ def _images(rng, n=5, shape=(12, 10)):
     return [rng.uniform(-1.0, 2.0, shape).astype(np.float32) for _ in range(n)]
 
 
-def _formula64(decoded, x0, x1, r0, r1, a):
-    """The issue's form, in float64: D(z_a) + (1-a)(x_n - D(z_n)) + a(x_{n+1} - D(z_{n+1}))."""
+def _formula64(decoded, x0, x1, r0, r1, a, weight=1.0):
+    """The issue's form, in float64: D(z_a) + rho·[(1-a)(x_n - D(z_n)) + a(x_{n+1} - D(z_{n+1}))]."""
     d, x0, x1, r0, r1 = (np.asarray(v, np.float64) for v in (decoded, x0, x1, r0, r1))
     a = np.float64(np.float32(a))
-    return d + (1 - a) * (x0 - r0) + a * (x1 - r1)
+    return d + weight * ((1 - a) * (x0 - r0) + a * (x1 - r1))
 
 
 def test_acquired_slices_exactly_at_alpha_0_and_1(rng):
@@ -45,6 +45,17 @@ def test_matches_the_defining_formula(rng):
     for a in (0.0, 0.125, 1 / 3, 0.5, 0.7, 1.0):
         got = np.asarray(residual_mix(d, x0, x1, r0, r1, jnp.float32(a)))
         np.testing.assert_allclose(got, _formula64(d, x0, x1, r0, r1, a), rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5, 0.8])
+def test_a_residual_weight_adds_that_share_of_the_residuals(rng, weight):
+    """rho = 0 is the latent mix itself; in between, the formula (TOL as above: the same few operations)."""
+    x0, x1, r0, r1, d = _images(rng)
+    for a in (0.0, 0.25, 0.5, 1.0):
+        got = np.asarray(residual_mix(d, x0, x1, r0, r1, jnp.float32(a), weight))
+        np.testing.assert_allclose(got, _formula64(d, x0, x1, r0, r1, a, weight), rtol=0, atol=TOL)
+    if weight == 0.0:
+        np.testing.assert_array_equal(np.asarray(residual_mix(d, x0, x1, r0, r1, jnp.float32(0.3), 0.0)), d)
 
 
 def test_linear_in_the_residuals(rng):

@@ -119,7 +119,8 @@ def test_the_recipe_is_read_back_from_the_checkpoint_and_flags_override_it(tmp_p
         sidecars[name] = json.loads((tmp_path / f"{name}.nii.gz.json").read_text())
     assert (sidecars["recipe"]["mix"], sidecars["recipe"]["tta"]) == ("residual", 8)
     assert (sidecars["override"]["mix"], sidecars["override"]["tta"]) == ("latent", 1)
-    assert sidecars["recipe"]["config"]["inference"] == {"mix": "residual", "tta": 8, "fallback": False}
+    assert sidecars["recipe"]["config"]["inference"] == {"mix": "residual", "residual_weight": 1.0, "tta": 8,
+                                                           "fallback": False}
 
 
 def test_tta_flag_choices(capsys):

@@ -63,6 +63,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta", type=int, choices=TTA_CHOICES, default=None,
                         help="8: average every new slice over the 8 in-plane rot90/flip symmetries (8x the model's "
                              "cost); 1: the model alone (default: the checkpoint's recipe, config.inference.tta)")
+    parser.add_argument("--residual-weight", type=float, default=None, metavar="RHO",
+                        help="with --mix residual: the share of the neighbours' residuals added back, in [0, 1] "
+                             "(default: the checkpoint's recipe, config.inference.residual_weight)")
     parser.add_argument("--fallback", action=argparse.BooleanOptionalAction, default=None,
                         help="move each new slice toward linear interpolation where the model reconstructs its "
                              "neighbours poorly (noisy scans); default: the checkpoint's recipe, "
@@ -72,12 +75,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_model(args: argparse.Namespace):
-    """(interpolator, config) of --checkpoint, its recipe (config.inference) replaced by --mix, --tta and
-    --fallback where given."""
+    """(interpolator, config) of --checkpoint, its recipe (config.inference) replaced by --mix,
+    --residual-weight, --tta and --fallback where given."""
     from jaxsr.interpolate import load_interpolator
 
     return load_interpolator(args.checkpoint, batch_size=args.batch_size, mix=args.mix, tta=args.tta,
-                             fallback=args.fallback)
+                             fallback=args.fallback, residual_weight=args.residual_weight)
 
 
 def upsample_settings(args: argparse.Namespace, config):
