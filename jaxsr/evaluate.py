@@ -468,7 +468,9 @@ def run_evaluation(
                                   n_examples=n_examples, through_plane_factor=through_plane_factor, progress=progress)
     if len(evaluation.scores) == 0:
         raise UserError(f"{data_dir}: no volume in the {split!r} split has 3 or more slices")
-    summary = stats.summarise(evaluation.scores, significance=significance)
+    # The verdict is about the mix the recipe upsamples with (config.inference.mix); both are scored.
+    reference = AE_RESIDUAL if config.inference.mix == RESIDUAL else AE
+    summary = stats.summarise(evaluation.scores, significance=significance, reference=reference)
     evaluation.seconds["total"] = time.perf_counter() - started
     summary["settings"] = {
         "checkpoint": str(pathlib.Path(checkpoint).resolve()),
