@@ -193,17 +193,13 @@ def load_series(folder: str | os.PathLike) -> Volume:
     folder = pathlib.Path(folder)
     if not folder.is_dir():
         raise VolumeError(folder, "no such folder")
-    with nibabel_notes.collecting() as notes, np.errstate(all="ignore"):
-        try:
-            files = series_files(folder)
-            if not files:
-                raise VolumeError(folder, "no DICOM files in the folder")
-            volume = _assemble(folder, [_read_file(path) for path in files])
-        except VolumeError:
-            _log_notes(folder, notes, logging.DEBUG)
-            raise
-    _log_notes(folder, notes, logging.WARNING if any(level >= logging.WARNING for level, _ in notes) else logging.DEBUG)
-    return volume
+    def read(notes):
+        files = series_files(folder)
+        if not files:
+            raise VolumeError(folder, "no DICOM files in the folder")
+        return _assemble(folder, [_read_file(path) for path in files])
+
+    return nibabel_notes.read_noting(folder, read, _log_notes)
 
 
 def _log_notes(folder: pathlib.Path, notes: list[tuple[int, str]], level: int) -> None:

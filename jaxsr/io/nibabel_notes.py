@@ -17,9 +17,15 @@ import contextlib
 import logging
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import nibabel.imageglobals
+import numpy as np
+
+from jaxsr.errors import VolumeError
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +56,24 @@ class _ToCollector(logging.Handler):
             logger.debug("%s: %s", record.name, one_line(record.getMessage()))
         else:
             notes.append((record.levelno, one_line(record.getMessage())))
+
+
+Notes = list[tuple[int, str]]
+
+
+def read_noting(path, read: Callable[[Notes], T], log_notes: Callable[[object, Notes, int], None]) -> T:
+    """read(notes) while collecting, and what was said logged once for `path` by log_notes(path, notes, level):
+    at debug level when the file is refused anyway (VolumeError), at warning level when it loads with a
+    warning among the notes. numpy's overflow and invalid-value warnings are silenced: readers refuse
+    their results (Inf, NaN) with a reason."""
+    with collecting() as notes, np.errstate(all="ignore"):
+        try:
+            value = read(notes)
+        except VolumeError:
+            log_notes(path, notes, logging.DEBUG)
+            raise
+    log_notes(path, notes, logging.WARNING if any(level >= logging.WARNING for level, _ in notes) else logging.DEBUG)
+    return value
 
 
 def collect_logger(name: str, level: int = logging.WARNING) -> None:

@@ -152,16 +152,7 @@ def load(path: str | os.PathLike) -> Volume:
         raise VolumeError(path, "not a NIfTI file name (expected .nii or .nii.gz)")
     if not path.is_file():
         raise VolumeError(path, "no such file")
-    # errstate: numpy's overflow and invalid-value warnings on mangled scaling;
-    # their result (Inf, NaN) is refused below with a reason.
-    with nibabel_notes.collecting() as notes, np.errstate(all="ignore"):
-        try:
-            volume = _read(path, notes)
-        except VolumeError:
-            _log_notes(path, notes, logging.DEBUG)
-            raise
-    _log_notes(path, notes, logging.WARNING if any(level >= logging.WARNING for level, _ in notes) else logging.DEBUG)
-    return volume
+    return nibabel_notes.read_noting(path, lambda notes: _read(path, notes), _log_notes)
 
 
 def _log_notes(path: pathlib.Path, notes: list[tuple[int, str]], level: int) -> None:
