@@ -16,7 +16,7 @@ from __future__ import annotations
 LATENT = "latent"
 RESIDUAL = "residual"
 MIXES = (LATENT, RESIDUAL)
-# The paper's mix until measurements decide otherwise; every default (CLI, settings, library) is this one.
+# The paper's mix: the base config's recipe (config.inference.mix, which the CLI follows) and the library's default.
 DEFAULT_MIX = LATENT
 TTA_CHOICES = (1, 8)  # no ensemble, or all 8 symmetries of the slice plane
 
