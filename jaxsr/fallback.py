@@ -90,19 +90,17 @@ def acquired_weights(images: jax.Array, recon: jax.Array, centre: jax.Array, bel
     return jnp.where(usable, w, jnp.zeros_like(w))
 
 
-def blended_weights(weights: jax.Array, first: jax.Array, second: jax.Array, alpha: jax.Array) -> jax.Array:
-    """w at each decoded row (B, H, W, 1): the acquired neighbours' weights blended with the row's alpha."""
-    a = alpha.astype(weights.dtype)[:, None, None, None]
-    return (1 - a) * weights[first] + a * weights[second]
+def blend_rows(rows: jax.Array, first: jax.Array, second: jax.Array, alpha: jax.Array) -> jax.Array:
+    """(1 - a)·rows[first] + a·rows[second] for each decoded row (B, H, W, 1): acquired images or their weights."""
+    a = alpha.astype(rows.dtype)[:, None, None, None]
+    return (1 - a) * rows[first] + a * rows[second]
 
 
 def fallback_rows(decoded: jax.Array, images: jax.Array, weights: jax.Array, first: jax.Array, second: jax.Array,
                   alpha: jax.Array) -> jax.Array:
     """Decoded rows (B, H, W, 1) moved toward the linear blend of their acquired rows by the blended weights."""
-    a = alpha.astype(decoded.dtype)[:, None, None, None]
-    linear = (1 - a) * images[first] + a * images[second]
-    w = blended_weights(weights, first, second, alpha)
-    return (1 - w) * decoded + w * linear
+    w = blend_rows(weights, first, second, alpha)
+    return (1 - w) * decoded + w * blend_rows(images, first, second, alpha)
 
 
 @jax.jit
