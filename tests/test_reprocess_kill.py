@@ -14,8 +14,10 @@ manifests, and `jaxsr status --json` counts every file done once.
 The reference is the same script unsharded, run first; it also fills a
 persistent compilation cache that the shards then only read (a put is not
 atomic, so no shard writes one that a kill could tear), which makes a restart
-seconds instead of a recompile. The short version runs in `make test`; the
-marked-slow one (more files, more kills, several seeds) with `make test-all`.
+seconds instead of a recompile. Both versions are marked slow and run in
+`make test-all`: the short one (8 files, up to 4 kills) and the long one (16
+files, up to 10 kills, several seeds). A run whose shards all finish before
+enough kills have landed is followed by another on a fresh folder (kill_until).
 """
 
 from __future__ import annotations
@@ -132,16 +134,38 @@ def reference_outputs(inputs: pathlib.Path, folder: pathlib.Path, ckpt: str) -> 
     return outputs_of(folder)
 
 
+def kill_until(inputs: pathlib.Path, tmp: pathlib.Path, ckpt: str, expected: dict[str, bytes], names: list[str],
+               capsys, *, seed: int, min_kills: int, max_kills: int, sleep_s: float, attempts: int = 3) -> dict[str, int]:
+    """Kill runs on fresh output folders until `min_kills` kills have landed in all, each run checked in full.
+
+    How many kills land in one run is up to the scheduler: when every shard slips
+    through its kills and finishes, the run is over (CI once saw 4 of 10 that way).
+    That says nothing about the product, so a short run is followed by another
+    on a new folder, with the next seed, rather than the test failing or waiting on luck.
+    """
+    total = {"runs": 0, "kills": 0, "reruns": 0, "partial_files_found": 0, "temporaries_after_kills": 0}
+    for attempt in range(attempts):
+        out = tmp / f"out{attempt}"
+        counts = run_with_kills(inputs, out, ckpt, expected, seed=seed + 1000 * attempt,
+                                max_kills=max_kills - total["kills"], sleep_s=sleep_s)
+        assert counts["reruns"] == counts["kills"] and counts["partial_files_found"] == 0
+        check_finished(out, names, expected, capsys)
+        total["runs"] += 1
+        for key, value in counts.items():
+            total[key] += value
+        if total["kills"] >= min_kills:
+            break
+    assert total["kills"] >= min_kills, total
+    return total
+
+
 @pytest.mark.slow  # kill run: real reprocess processes killed and rerun
 def test_four_shards_killed_and_rerun_match_one_uninterrupted_run(tmp_path, capsys):
     names = make_inputs(tmp_path / "in", 8, seed=0)
     ckpt = str(tmp_path / "ckpt")
     expected = reference_outputs(tmp_path / "in", tmp_path / "ref", ckpt)
-    out = tmp_path / "out"
-    counts = run_with_kills(tmp_path / "in", out, ckpt, expected, seed=0, max_kills=4, sleep_s=0.5)
-    assert counts["kills"] >= 2 and counts["reruns"] == counts["kills"]
-    assert counts["partial_files_found"] == 0
-    check_finished(out, names, expected, capsys)
+    counts = kill_until(tmp_path / "in", tmp_path, ckpt, expected, names, capsys,
+                        seed=0, min_kills=2, max_kills=4, sleep_s=0.5)
     with capsys.disabled():
         print(f"\nkill test, 4 shards, {len(names)} files: {counts}")
 
@@ -152,9 +176,7 @@ def test_four_shards_many_kills(tmp_path, capsys, seed):
     names = make_inputs(tmp_path / "in", 16, seed=seed)
     ckpt = str(tmp_path / "ckpt")
     expected = reference_outputs(tmp_path / "in", tmp_path / "ref", ckpt)
-    out = tmp_path / "out"
-    counts = run_with_kills(tmp_path / "in", out, ckpt, expected, seed=seed, max_kills=10, sleep_s=0.3)
-    assert counts["kills"] >= 5 and counts["partial_files_found"] == 0
-    check_finished(out, names, expected, capsys)
+    counts = kill_until(tmp_path / "in", tmp_path, ckpt, expected, names, capsys,
+                        seed=seed, min_kills=5, max_kills=10, sleep_s=0.3)
     with capsys.disabled():
         print(f"\nkill test seed {seed}, 4 shards, {len(names)} files: {counts}")
