@@ -12,6 +12,7 @@ the default config, 128x128 crops) is timed for its three convolutions:
 - `taps`: the weight gradient as nine matmuls, one per kernel tap, over all pixels;
 - `strips`: the weight gradient as a conv over row strips (halo 1) stacked into the
   contracted images dim, so the contracted dim is 2x longer and the kernel half as tall;
+- `fft_bins`, `fft_rows`: the weight gradient through the FFT (benchmarks.fft_dw's two contractions);
 - `winograd2`, `winograd4`: all three by jaxsr.models.winograd, Winograd F(2x2,3x3) / F(4x4,3x3)
   (the input gradient as the forward conv of the output gradient with the transposed kernel, as the
   model's custom vjp computes it); `xla_bf16`, `winograd4_bf16`: the same in bfloat16 (inputs and
@@ -19,7 +20,7 @@ the default config, 128x128 crops) is timed for its three convolutions:
 - `torch`: PyTorch eager, NCHW, the aten::convolution_backward autograd calls;
   `torch_passive` the same with OMP_WAIT_POLICY=PASSIVE (its threads sleep, not spin, while waiting).
 
-`taps` and `strips` change only the weight gradient (forward and input gradient
+`taps`, `strips` and the FFT forms change only the weight gradient (forward and input gradient
 stay XLA's); every alternative is checked against XLA's vjp before timing (tests/test_conv.py
 and tests/test_winograd.py check them with derived bounds). Each implementation runs in its own process,
 pinned to the same CPUs with the same threads (benchmarks.processes.worker_env),
@@ -46,7 +47,7 @@ from benchmarks.rounds import spread
 
 # each implementation's environment on top of worker_env's (threads, no fake devices)
 IMPL_ENV: dict[str, dict[str, str]] = {
-    "xla": {}, "taps": {}, "strips": {}, "winograd2": {}, "winograd4": {}, "xla_bf16": {}, "winograd4_bf16": {},
+    "xla": {}, "taps": {}, "strips": {}, "fft_bins": {}, "fft_rows": {}, "winograd2": {}, "winograd4": {}, "xla_bf16": {}, "winograd4_bf16": {},
     "xla_onednn": {"XLA_FLAGS": "--xla_cpu_use_onednn=true"}, "xla_xnnpack": {"XLA_FLAGS": "--xla_cpu_use_xnnpack=true"},
     # PyTorch's OpenMP threads spin while they wait, which costs it most on an oversubscribed machine
     "torch": {}, "torch_passive": {"OMP_WAIT_POLICY": "PASSIVE"},
@@ -98,7 +99,16 @@ def dw_strips(x, g, strips: int = 2):
     return out.transpose(1, 2, 3, 0)
 
 
-DW_FORMULATIONS: dict[str, Callable] = {"taps": dw_taps, "strips": dw_strips}
+def _fft_dw(impl: str) -> Callable:
+    def dw(x, g):
+        from benchmarks import fft_dw
+
+        return fft_dw.weight_gradient(impl, x, g)
+    return dw
+
+
+DW_FORMULATIONS: dict[str, Callable] = {"taps": dw_taps, "strips": dw_strips,
+                                        "fft_bins": _fft_dw("fft_bins"), "fft_rows": _fft_dw("fft_rows")}
 
 
 def xla_conv(x, w):
