@@ -47,7 +47,8 @@ from benchmarks.rounds import spread
 
 # each implementation's environment on top of worker_env's (threads, no fake devices)
 IMPL_ENV: dict[str, dict[str, str]] = {
-    "xla": {}, "taps": {}, "strips": {}, "fft_bins": {}, "fft_rows": {}, "winograd2": {}, "winograd4": {}, "xla_bf16": {}, "winograd4_bf16": {},
+    "xla": {}, "taps": {}, "strips": {}, "fft_bins": {}, "fft_rows": {},
+    "winograd2": {}, "winograd4": {}, "xla_bf16": {}, "winograd4_bf16": {},
     "xla_onednn": {"XLA_FLAGS": "--xla_cpu_use_onednn=true"}, "xla_xnnpack": {"XLA_FLAGS": "--xla_cpu_use_xnnpack=true"},
     # PyTorch's OpenMP threads spin while they wait, which costs it most on an oversubscribed machine
     "torch": {}, "torch_passive": {"OMP_WAIT_POLICY": "PASSIVE"},
