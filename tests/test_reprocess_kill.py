@@ -141,7 +141,7 @@ def kill_until(inputs: pathlib.Path, tmp: pathlib.Path, ckpt: str, expected: dic
     How many kills land in one run is up to the scheduler: when every shard slips
     through its kills and finishes, the run is over (CI once saw 4 of 10 that way).
     That says nothing about the product, so a short run is followed by another
-    on a new folder, with the next seed, rather than the test failing or waiting on luck.
+    on a new folder, with another seed, rather than the test failing or waiting on luck.
     """
     total = {"runs": 0, "kills": 0, "reruns": 0, "partial_files_found": 0, "temporaries_after_kills": 0}
     for attempt in range(attempts):
