@@ -55,16 +55,16 @@ def lag_matrices(p: int, q: int) -> tuple[np.ndarray, np.ndarray]:
     return e_p, e_q
 
 
-def _complex_dtype(dtype) -> jnp.dtype:
-    """complex128 for float64 inputs (reference computations), complex64 otherwise (bfloat16 is widened)."""
-    return jnp.dtype(jnp.complex128 if jnp.dtype(dtype) == jnp.float64 else jnp.complex64)
+def _real_dtype(dtype) -> jnp.dtype:
+    """The FFTs' input dtype: float64 for float64 inputs (reference computations), else float32 (bfloat16 is widened)."""
+    return jnp.dtype(jnp.float64 if jnp.dtype(dtype) == jnp.float64 else jnp.float32)
 
 
 def spectra(x: jax.Array, dy: jax.Array) -> tuple[jax.Array, jax.Array]:
     """rfft2 of the padded input and of the zero-padded output gradient, channels first: [N, C, P, Q//2+1]."""
     n, h, w, _ = x.shape
     p, q = grid(h, w)
-    real = jnp.float64 if _complex_dtype(x.dtype) == jnp.complex128 else jnp.float32
+    real = _real_dtype(x.dtype)
     # channels-first before the FFT: its axes are then the minor ones (2x faster on XLA:CPU than axes=(1, 2))
     xp = jnp.pad(x.astype(real), ((0, 0), (1, 1), (1, 1), (0, 0))).transpose(0, 3, 1, 2)
     gp = jnp.pad(dy.astype(real), ((0, 0), (0, p - h), (0, q - w), (0, 0))).transpose(0, 3, 1, 2)
