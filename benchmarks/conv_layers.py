@@ -17,6 +17,9 @@ the default config, 128x128 crops) is timed for its three convolutions:
   (the input gradient as the forward conv of the output gradient with the transposed kernel, as the
   model's custom vjp computes it); `xla_bf16`, `winograd4_bf16`: the same in bfloat16 (inputs and
   kernel rounded to bfloat16; Winograd's transforms in float32, its matmul bfloat16 x bfloat16 -> float32);
+- `blocked`: all three in the channel-blocked layout N x C/8 x H x W x 8 (benchmarks.blocked_conv,
+  oneDNN's layout: per tap one contraction over channel block and lane), the arrays held blocked
+  (the conversions from and to NHWC are outside the timing, as in a network kept blocked throughout);
 - `torch`: PyTorch eager, NCHW, the aten::convolution_backward autograd calls;
   `torch_passive` the same with OMP_WAIT_POLICY=PASSIVE (its threads sleep, not spin, while waiting).
 
@@ -47,7 +50,7 @@ from benchmarks.rounds import spread
 
 # each implementation's environment on top of worker_env's (threads, no fake devices)
 IMPL_ENV: dict[str, dict[str, str]] = {
-    "xla": {}, "taps": {}, "strips": {}, "fft_bins": {}, "fft_rows": {},
+    "xla": {}, "taps": {}, "strips": {}, "fft_bins": {}, "fft_rows": {}, "blocked": {},
     "winograd2": {}, "winograd4": {}, "xla_bf16": {}, "winograd4_bf16": {},
     "xla_onednn": {"XLA_FLAGS": "--xla_cpu_use_onednn=true"}, "xla_xnnpack": {"XLA_FLAGS": "--xla_cpu_use_xnnpack=true"},
     # PyTorch's OpenMP threads spin while they wait, which costs it most on an oversubscribed machine
@@ -174,6 +177,17 @@ def _jax_passes(impl: str, batch: int, cin: int, cout: int, size: int) -> dict[s
         dw = jax.jit(lambda x, w, g: winograd.conv_weight_gradient(kind, x, g, w.shape))
         for name, got in (("fwd", fwd(x, w)), ("dx", dx(x, w, g)), ("dw", dw(x, w, g))):
             _check(impl, name, got, refs[name], dtype, (batch, size, cin, cout))
+    if impl == "blocked":
+        from benchmarks import blocked_conv as bc
+
+        refs = {"fwd": fwd(x, w), "dx": dx(x, w, g), "dw": dw(x, w, g)}
+        x, w, g = bc.to_blocked(x), bc.kernel_to_blocked(w), bc.to_blocked(g)
+        fwd = jax.jit(bc.forward)
+        dx = jax.jit(lambda x, w, g: bc.input_gradient(g, w))
+        dw = jax.jit(lambda x, w, g: bc.weight_gradient(x, g))
+        for name, got in (("fwd", bc.from_blocked(fwd(x, w), cout)), ("dx", bc.from_blocked(dx(x, w, g), cin)),
+                          ("dw", bc.kernel_from_blocked(dw(x, w, g), cin, cout))):
+            _check(impl, name, got, refs[name], "float32", (batch, size, cin, cout))
     return {name: (lambda f=f: f(x, w, g).block_until_ready()) if name != "fwd" else (lambda: fwd(x, w).block_until_ready())
             for name, f in (("fwd", fwd), ("dx", dx), ("dw", dw))}
 
