@@ -56,20 +56,17 @@ def kernel_from_blocked(kb: jax.Array, cin: int, cout: int) -> jax.Array:
     return kb.reshape(3, 3, ib * block, ob * block)[:, :, :cin, :cout]
 
 
-def _padded(xb: jax.Array) -> jax.Array:
-    return jnp.pad(xb, ((0, 0), (0, 0), (1, 1), (1, 1), (0, 0)))
+def _tap_views(xb: jax.Array):
+    """The nine views of xb padded by 1 that kernel tap (a, b) meets, in tap order (a major)."""
+    h, w = xb.shape[2:4]
+    xp = jnp.pad(xb, ((0, 0), (0, 0), (1, 1), (1, 1), (0, 0)))
+    return [xp[:, :, a:a + h, b:b + w, :] for a in range(3) for b in range(3)]
 
 
 def forward(xb: jax.Array, kb: jax.Array) -> jax.Array:
-    """y in the blocked layout: nine per-tap contractions over (channel block, lane)."""
-    h, w = xb.shape[2:4]
-    xp = _padded(xb)
-    y = None
-    for a in range(3):
-        for b in range(3):
-            term = jnp.einsum("nchwi,cido->ndhwo", xp[:, :, a:a + h, b:b + w, :], kb[a, b])
-            y = term if y is None else y + term
-    return y
+    """y in the blocked layout: nine per-tap contractions over (channel block, lane), summed."""
+    taps = kb.reshape(9, *kb.shape[2:])
+    return sum(jnp.einsum("nchwi,cido->ndhwo", view, k) for view, k in zip(_tap_views(xb), taps))
 
 
 def input_gradient(gb: jax.Array, kb: jax.Array) -> jax.Array:
@@ -79,7 +76,5 @@ def input_gradient(gb: jax.Array, kb: jax.Array) -> jax.Array:
 
 def weight_gradient(xb: jax.Array, gb: jax.Array) -> jax.Array:
     """dk in the blocked kernel layout (3, 3, I/c, c, O/c, c): per tap a contraction over images and pixels."""
-    h, w = xb.shape[2:4]
-    xp = _padded(xb)
-    return jnp.stack([jnp.stack([jnp.einsum("nchwi,ndhwo->cido", xp[:, :, a:a + h, b:b + w, :], gb)
-                                 for b in range(3)]) for a in range(3)])
+    per_tap = jnp.stack([jnp.einsum("nchwi,ndhwo->cido", view, gb) for view in _tap_views(xb)])
+    return per_tap.reshape(3, 3, *per_tap.shape[1:])

@@ -166,11 +166,12 @@ def _jax_passes(impl: str, batch: int, cin: int, cout: int, size: int) -> dict[s
             raise SystemExit(f"benchmarks/conv_layers.py: {impl} weight gradient differs from XLA's "
                              f"for {(batch, size, cin, cout)}: max error {np.abs(got - ref).max():.3g}")
         dw = jax.jit(lambda x, w, g: mine(x, g))
+    if impl in ALL_PASSES or impl == "blocked":  # every pass replaced: XLA's three results to check against
+        refs = {"fwd": fwd(x, w), "dx": dx(x, w, g), "dw": dw(x, w, g)}
     if impl in ALL_PASSES:
         from jaxsr.models import winograd
 
         kind, dtype = ALL_PASSES[impl]
-        refs = {"fwd": fwd(x, w), "dx": dx(x, w, g), "dw": dw(x, w, g)}
         x, w, g = (a.astype(dtype) for a in (x, w, g))
         fwd = jax.jit(lambda x, w: winograd.conv_forward(kind, x, w))
         dx = jax.jit(lambda x, w, g: winograd.conv_input_gradient(kind, g, w))
@@ -180,7 +181,6 @@ def _jax_passes(impl: str, batch: int, cin: int, cout: int, size: int) -> dict[s
     if impl == "blocked":
         from benchmarks import blocked_conv as bc
 
-        refs = {"fwd": fwd(x, w), "dx": dx(x, w, g), "dw": dw(x, w, g)}
         x, w, g = bc.to_blocked(x), bc.kernel_to_blocked(w), bc.to_blocked(g)
         fwd = jax.jit(bc.forward)
         dx = jax.jit(lambda x, w, g: bc.input_gradient(g, w))

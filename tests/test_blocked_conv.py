@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from benchmarks import blocked_conv
-from tests.test_winograd import U32, U64, _case, _reference, gamma
+from tests.test_winograd import U32, U64, _case, _reference, direct_term_counts, gamma
 
 # channels below, at and across a block; a 1-row image; an odd width
 SHAPES = [((2, 8, 8, 3), 5), ((3, 7, 13, 8), 8), ((1, 1, 3, 9), 1), ((2, 6, 5, 16), 17)]
@@ -33,8 +33,7 @@ def _blocked_all(x, w, dy):
 
 def _float32_bounds(x, w, own):
     """lax's float64 bounds gamma_k(u64) · P (test_winograd._reference, same k) rescaled to gamma_k(u32) · P."""
-    ks = (9 * w.shape[2] + 1, 9 * w.shape[3] + 1, x.shape[0] * x.shape[1] * x.shape[2] + 1)
-    return [o * (gamma(k, U32) / gamma(k, U64)) for k, o in zip(ks, own)]
+    return [o * (gamma(k, U32) / gamma(k, U64)) for k, o in zip(direct_term_counts(x.shape, w.shape), own)]
 
 
 @pytest.mark.parametrize("shape,cout", SHAPES)

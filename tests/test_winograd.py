@@ -66,15 +66,20 @@ def _lax_all(x, w, dy):
     return (y, *vjp(dy))
 
 
+def direct_term_counts(x_shape, w_shape) -> tuple[int, int, int]:
+    """k of the direct conv's bound gamma_k, per output entry: one more than the terms summed (fwd, dx, dw)."""
+    n, h, wd = x_shape[:3]
+    cin, cout = w_shape[2:]
+    return 9 * cin + 1, 9 * cout + 1, n * h * wd + 1
+
+
 def _reference(x, w, dy):
     """lax's forward, input gradient and weight gradient in float64, and its own error bounds."""
     with jax.enable_x64():
         x, w, dy = (jnp.asarray(a, jnp.float64) for a in (x, w, dy))
         exact = [np.asarray(a) for a in _lax_all(x, w, dy)]
         on_abs = [np.asarray(a) for a in _lax_all(jnp.abs(x), jnp.abs(w), jnp.abs(dy))]
-    cin, cout = w.shape[2:]
-    ks = (9 * cin + 1, 9 * cout + 1, x.shape[0] * x.shape[1] * x.shape[2] + 1)
-    return exact, [gamma(k, U64) * a for k, a in zip(ks, on_abs)]
+    return exact, [gamma(k, U64) * a for k, a in zip(direct_term_counts(x.shape, w.shape), on_abs)]
 
 
 def _k_and_p(x, w, dy, variant):
