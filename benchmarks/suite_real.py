@@ -97,16 +97,16 @@ def make_config(quick: bool, inplane_mm: float, steps: int | None, extra: list[s
     return name, overrides, config
 
 
-def train_on(config, stack: np.ndarray, workdir: pathlib.Path):
-    """(model in eval mode, the loop's last validation metrics) trained on `stack` alone."""
+def train_on(config, stack: np.ndarray, gap_mm: float, workdir: pathlib.Path):
+    """(model in eval mode, the loop's last validation metrics, the loss it trained with) on `stack` (slice gap `gap_mm`) alone."""
     from flax import nnx
 
     from jaxsr.train.loop import train
 
-    out = train(config, workdir, None, stacks=[stack], val_stacks=[stack], show_progress=False)
+    out = train(config, workdir, None, stacks=[stack], val_stacks=[stack], slice_gaps_mm=[gap_mm], show_progress=False)
     model = nnx.merge(out["graphdef"], out["state"])[0]
     model.eval()
-    return model, {k: float(v) for k, v in out["val"].items()}
+    return model, {k: float(v) for k, v in out["val"].items()}, out["loss"]
 
 
 def validation_curve(workdir: pathlib.Path) -> list[dict]:
@@ -408,7 +408,7 @@ def run_protocol(prepared: Prepared, source: dict, settings: dict, workdir: path
     name, overrides, config = make_config(settings["quick"], prepared.inplane_mm, settings["steps"],
                                           settings["overrides"])
     t0 = time.perf_counter()
-    model, val = train_on(config, prepared.stack, workdir)
+    model, val, loss = train_on(config, prepared.stack, prepared.facts["thick_spacing_mm"], workdir)
     train_s = time.perf_counter() - t0
     log.info("%s: %d steps in %.0f s", prepared.protocol.name, int(config.train.steps), train_s)
     t0 = time.perf_counter()
@@ -422,7 +422,8 @@ def run_protocol(prepared: Prepared, source: dict, settings: dict, workdir: path
     return {"protocol": p.name, "source": source, "axis": p.axis, "factor": p.factor, **prepared.facts,
             "frames": n_frames, "slices_scored": int(offset.size),
             "config": {"name": name, "overrides": overrides, "steps": int(config.train.steps),
-                       "batch_size": int(config.train.batch_size), "seed": int(config.seed)},
+                       "batch_size": int(config.train.batch_size), "seed": int(config.seed),
+                       "loss_trained": loss},  # config.loss after jaxsr.train.loss_rule
             "train_s": train_s, "evaluation_s": eval_s, "train_validation_in_sample": val,
             "validation_curve": validation_curve(workdir), "reconstruction": reconstruction,
             **summarise(scores, offset)}

@@ -73,6 +73,10 @@ def get_config() -> ml_collections.ConfigDict:
     # decode(z(n)/2 + z(n+2)/2) against slice n+1 (needs data.triplets): MSE and 1 - SSIM weights.
     c.loss.interp_weight = 0.0
     c.loss.interp_ssim_weight = 0.0
+    # The SSIM term above only for training sets whose median slice gap is at most this many mm,
+    # or "any" (jaxsr.config.interp_ssim_max_gap): at wide gaps the middle slice is poorly
+    # determined by its neighbours, and SSIM then buys structure at the cost of PSNR.
+    c.loss.interp_ssim_max_gap_mm = ml_collections.FieldReference("any", field_type=object)
     # 1 - SSIM of the reconstruction of the input slice, beside its MSE: MSE alone blurs fine
     # texture that SSIM (and the eye) weighs; 0 is off (the paper's loss).
     c.loss.recon_ssim_weight = 0.0

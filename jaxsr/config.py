@@ -189,8 +189,20 @@ _CHOICES = {"model.dtype": ("float32", "bfloat16"), "data.loader": ("auto", "dev
 
 
 NATIVE = "native"
+ANY_GAP = "any"
 # Keys that take a number or one of these words (the default config declares them untyped).
-_NUMBER_OR_NAME = {"data.target_spacing_mm": (NATIVE,)}
+_NUMBER_OR_NAME = {"data.target_spacing_mm": (NATIVE,), "loss.interp_ssim_max_gap_mm": (ANY_GAP,)}
+
+
+def _millimetres_or_word(config: ml_collections.ConfigDict, key: str) -> float | None:
+    """A key of _NUMBER_OR_NAME as the code takes it: a positive number of mm, or None for its word."""
+    (word,) = _NUMBER_OR_NAME[key]
+    value = _get(config, key)
+    if value == word:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ConfigError(f"--config.{key}={value!r}: expected a positive number of mm or {word}")
+    return float(value)
 
 
 def target_spacing(config: ml_collections.ConfigDict) -> float | None:
@@ -199,12 +211,15 @@ def target_spacing(config: ml_collections.ConfigDict) -> float | None:
     The one reader of that key: "native" keeps every volume's own in-plane
     grid (jaxsr.data.preprocess), anything else must be a positive number.
     """
-    value = config.data.target_spacing_mm
-    if value == NATIVE:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-        raise ConfigError(f"--config.data.target_spacing_mm={value!r}: expected a positive number of mm or {NATIVE}")
-    return float(value)
+    return _millimetres_or_word(config, "data.target_spacing_mm")
+
+
+def interp_ssim_max_gap(config: ml_collections.ConfigDict) -> float | None:
+    """config.loss.interp_ssim_max_gap_mm as training takes it: millimetres, or None for "any" (no limit).
+
+    The one reader of that key; jaxsr.train.loss_rule applies it to the training set's slice gaps.
+    """
+    return _millimetres_or_word(config, "loss.interp_ssim_max_gap_mm")
 
 
 def _get(config, dotted: str):
@@ -218,6 +233,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError naming the first setting whose value cannot work."""
     check_keys(config)
     target_spacing(config)
+    interp_ssim_max_gap(config)
     for key in _POSITIVE_INTS:
         value = _get(config, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -52,7 +52,7 @@ def test_all_train_validates_on_training_volumes_preprocessed_once(tmp_path):
     for i in range(7):
         good_volume(archive / f"v{i}.nii.gz")
     config = load_config("tiny", ["--config.data.target_spacing_mm=native"])
-    stacks, val_stacks, split = loop._load_data(config, tmp_path / "fit", archive, None, None, "all-train")
+    stacks, val_stacks, split, _ = loop._load_data(config, tmp_path / "fit", archive, None, None, None, "all-train")
     assert len(stacks) == 7 and split["train"] == [f"v{i}.nii.gz" for i in range(7)]
     assert split["validation"] == ["v0.nii.gz", "v5.nii.gz"]
     # The same arrays as the training stacks of those volumes: in-sample, nothing read twice.

@@ -255,9 +255,16 @@ def volumes_for_split(data_dir, split: str, split_file=None) -> list[pathlib.Pat
 
 def preprocess_files(paths, target_mm: float | None) -> list[np.ndarray]:
     """Each volume read and preprocessed as in the paper: (X, Y, Z[, T]) in [0, 1] at `target_mm` in-plane (None: native)."""
+    return preprocess_files_and_gaps(paths, target_mm)[0]
+
+
+def preprocess_files_and_gaps(paths, target_mm: float | None) -> tuple[list[np.ndarray], list[float]]:
+    """preprocess_files' stacks, and each volume's slice gap in mm (what jaxsr.train.loss_rule reads)."""
     from jaxsr.data.preprocess import preprocess_volume
 
-    return [preprocess_volume(load_volume(f), target_mm)[0] for f in paths]
+    volumes = (load_volume(f) for f in paths)
+    pairs = [(preprocess_volume(v, target_mm)[0], float(v.slice_spacing_mm)) for v in volumes]
+    return [s for s, _ in pairs], [g for _, g in pairs]
 
 
 def load_stacks(data_dir, split: str, target_mm: float | None, split_file=None) -> list[np.ndarray]:

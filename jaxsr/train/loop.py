@@ -31,6 +31,7 @@ from jaxsr.train import batches as batches_lib
 from jaxsr.train import checkpoint as ckpt
 from jaxsr.train import guard
 from jaxsr.train import inputs as inputs_lib
+from jaxsr.train import loss_rule
 from jaxsr.train import state as state_lib
 from jaxsr.train import step as step_lib
 
@@ -59,27 +60,31 @@ class Run:
     model_graphdef: object  # of the model alone, for evaluation
     initial_state: object  # the freshly initialised (model, optimizer) state; `restore` fills it from a checkpoint
     inputs: inputs_lib.Inputs
+    loss: object  # config.loss as this training set gets it (jaxsr.train.loss_rule)
     val: list  # validation batches, on the device
     last: object  # orbax managers: the last N steps, the best by validation loss
     best: object
 
 
-def train(config, workdir, data_dir, *, stacks=None, val_stacks=None, show_progress: bool = True, stop_after: int | None = None,
-          devices=None, split_kind: str | None = None) -> dict:
+def train(config, workdir, data_dir, *, stacks=None, val_stacks=None, slice_gaps_mm=None, show_progress: bool = True,
+          stop_after: int | None = None, devices=None, split_kind: str | None = None) -> dict:
     """Trains (or resumes) in `workdir`; returns {'state', 'graphdef', 'val' (last validation metrics), 'loader'}.
 
     `stacks`/`val_stacks` (lists of (X, Y, Z[, T]) arrays in [0, 1]) replace the
-    dataset in tests. `stop_after` stops after that many steps of this call, as
+    dataset in tests and benchmarks; `slice_gaps_mm` are the slice gaps of
+    `stacks` in mm, which loss.interp_ssim_max_gap_mm needs. `stop_after` stops after that many steps of this call, as
     an interruption would. `devices` restricts the mesh (default: all devices).
     `split_kind` (datasets.SPLIT_KINDS) makes a new run's split; a resumed run
     keeps the one in its workdir (None: whichever, held-out for a new run).
     """
-    run = setup(config, workdir, data_dir, stacks=stacks, val_stacks=val_stacks, devices=devices, split_kind=split_kind)
+    run = setup(config, workdir, data_dir, stacks=stacks, val_stacks=val_stacks, slice_gaps_mm=slice_gaps_mm, devices=devices,
+                split_kind=split_kind)
     state, start = restore(run)
     return loop(run, state, start, show_progress=show_progress, stop_after=stop_after)
 
 
-def setup(config, workdir, data_dir, *, stacks=None, val_stacks=None, devices=None, split_kind: str | None = None) -> Run:
+def setup(config, workdir, data_dir, *, stacks=None, val_stacks=None, slice_gaps_mm=None, devices=None,
+          split_kind: str | None = None) -> Run:
     """Checks the config and the workdir, loads the data, writes the run's config and split, builds the inputs."""
     validate(config)
     workdir = pathlib.Path(workdir)
@@ -89,7 +94,8 @@ def setup(config, workdir, data_dir, *, stacks=None, val_stacks=None, devices=No
         raise UserError(f"train.batch_size={global_batch} must be a multiple of the device count ({n_dev})")
     _check_same_model(config, workdir)
     # Data first: a bad volume must fail the run before anything is written.
-    stacks, val_stacks, split = _load_data(config, workdir, data_dir, stacks, val_stacks, split_kind)
+    stacks, val_stacks, split, gaps = _load_data(config, workdir, data_dir, stacks, val_stacks, slice_gaps_mm, split_kind)
+    loss = loss_rule.for_training_set(config, gaps)
     workdir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
         (workdir / ckpt.CONFIG_FILE).write_text(to_json(config))
@@ -104,7 +110,8 @@ def setup(config, workdir, data_dir, *, stacks=None, val_stacks=None, devices=No
     val = [jax.device_put(b, data_sharding) for b in batches_lib.eval_batches(
         val_stacks, config.data, batch_size=global_batch, max_batches=int(config.train.eval_batches))] if val_stacks else []
     last, best = ckpt.managers(workdir, int(config.train.keep_checkpoints))
-    return Run(config, workdir, mesh, graphdef, nnx.graphdef(model), state, inputs_lib.make_inputs(config, stacks, mesh), val, last, best)
+    inputs = inputs_lib.make_inputs(config, stacks, mesh)
+    return Run(config, workdir, mesh, graphdef, nnx.graphdef(model), state, inputs, loss, val, last, best)
 
 
 def restore(run: Run) -> tuple[object, int]:
@@ -123,7 +130,7 @@ def loop(run: Run, state, start: int, *, show_progress: bool = True, stop_after:
     """Steps from `start` to config.train.steps (or `stop_after` of them), evaluating and saving on schedule."""
     c = run.config.train
     steps, global_batch = int(c.steps), int(c.batch_size)
-    step_fn = step_lib.build_loop_step(run.graphdef, run.config.loss, run.inputs.sample)
+    step_fn = step_lib.build_loop_step(run.graphdef, run.loss, run.inputs.sample)
     eval_fn = step_lib.build_eval(run.model_graphdef)
     health = jax.device_put(guard.initial(), NamedSharding(run.mesh, P()))
     writer = _writer(run.workdir)
@@ -189,7 +196,7 @@ def loop(run: Run, state, start: int, *, show_progress: bool = True, stop_after:
             progress.close()
         if writer is not None:
             writer.close()
-    return {"state": state, "graphdef": run.graphdef, "val": last_eval, "loader": run.inputs.loader}
+    return {"state": state, "graphdef": run.graphdef, "val": last_eval, "loader": run.inputs.loader, "loss": run.loss.to_dict()}
 
 
 class _Throughput:
@@ -231,8 +238,10 @@ def _check_same_model(config, workdir: pathlib.Path) -> None:
                         "use a new --workdir")
 
 
-def _load_data(config, workdir: pathlib.Path, data_dir, stacks, val_stacks, split_kind: str | None):
-    """(training stacks (X, Y, Z, T), validation stacks, the split to write or None).
+def _load_data(config, workdir: pathlib.Path, data_dir, stacks, val_stacks, gaps, split_kind: str | None):
+    """(training stacks (X, Y, Z, T), validation stacks, the split to write or None, the training stacks' slice gaps or None).
+
+    `gaps` are those of the given `stacks`; stacks read from files bring their own.
 
     The split is kept beside the checkpoints, so a resumed run trains on the
     same patients even if the data folder changed since. It is written by the
@@ -244,10 +253,12 @@ def _load_data(config, workdir: pathlib.Path, data_dir, stacks, val_stacks, spli
     split = None
     if stacks is None or val_stacks is None:
         split = datasets.resolve_split(data_dir, split_path if split_path.exists() else None, split_kind)
+    if gaps is not None and (stacks is None or len(gaps) != len(stacks)):
+        raise ValueError(f"{len(gaps)} slice gaps for {0 if stacks is None else len(stacks)} given stacks")
     target_mm = target_spacing(config)
     loaded = {}
     if stacks is None:
-        stacks = datasets.preprocess_files([pathlib.Path(data_dir) / r for r in split["train"]], target_mm)
+        stacks, gaps = datasets.preprocess_files_and_gaps([pathlib.Path(data_dir) / r for r in split["train"]], target_mm)
         loaded = dict(zip(split["train"], stacks))
     if val_stacks is None:
         # all-train validates on training volumes: preprocessed once.
@@ -255,11 +266,13 @@ def _load_data(config, workdir: pathlib.Path, data_dir, stacks, val_stacks, spli
                       for r in split["validation"]]
     stacks = [slice_table.as_4d(s) for s in stacks]
     val_stacks = [slice_table.as_4d(s) for s in val_stacks]
-    if config.data.triplets:
-        stacks = [s for s in stacks if s.shape[2] >= 3]
+    if config.data.triplets:  # only stacks with a triplet train, and only their gaps count
+        keep = [s.shape[2] >= 3 for s in stacks]
+        stacks = [s for s, k in zip(stacks, keep) if k]
+        gaps = None if gaps is None else [g for g, k in zip(gaps, keep) if k]
     if not stacks:
         raise UserError(f"{data_dir}: no training volumes" + (" with 3 or more slices (triplets)" if config.data.triplets else ""))
-    return stacks, val_stacks, split
+    return stacks, val_stacks, split, gaps
 
 
 def _evaluate(eval_fn, state, val) -> dict:
