@@ -49,7 +49,7 @@ def test_a_bad_limit_is_named(value):
 
 def test_real_mri_carries_the_rule():
     config = load_config("real_mri")
-    assert float(config.loss.interp_ssim_weight) == 0.5 and float(config.loss.interp_ssim_max_gap_mm) == 6.0
+    assert float(config.loss.interp_ssim_weight) == 0.5 and float(config.loss.interp_ssim_max_gap_mm) == 5.0
 
 
 @pytest.mark.parametrize("spacing, on", [(4.0, True), (8.0, False)])
