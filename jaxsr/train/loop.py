@@ -68,14 +68,16 @@ class Run:
 
 def train(config, workdir, data_dir, *, stacks=None, val_stacks=None, slice_gaps_mm=None, show_progress: bool = True,
           stop_after: int | None = None, devices=None, split_kind: str | None = None) -> dict:
-    """Trains (or resumes) in `workdir`; returns {'state', 'graphdef', 'val' (last validation metrics), 'loader'}.
+    """Trains (or resumes) in `workdir`; returns {'state', 'graphdef', 'val' (last validation metrics), 'loader', 'loss'}.
 
+    'loss' is the config.loss the steps used, as a dict (jaxsr.train.loss_rule).
     `stacks`/`val_stacks` (lists of (X, Y, Z[, T]) arrays in [0, 1]) replace the
     dataset in tests and benchmarks; `slice_gaps_mm` are the slice gaps of
-    `stacks` in mm, which loss.interp_ssim_max_gap_mm needs. `stop_after` stops after that many steps of this call, as
-    an interruption would. `devices` restricts the mesh (default: all devices).
-    `split_kind` (datasets.SPLIT_KINDS) makes a new run's split; a resumed run
-    keeps the one in its workdir (None: whichever, held-out for a new run).
+    `stacks` in mm, which loss.interp_ssim_max_gap_mm needs. `stop_after`
+    stops after that many steps of this call, as an interruption would.
+    `devices` restricts the mesh (default: all devices). `split_kind`
+    (datasets.SPLIT_KINDS) makes a new run's split; a resumed run keeps the
+    one in its workdir (None: whichever, held-out for a new run).
     """
     run = setup(config, workdir, data_dir, stacks=stacks, val_stacks=val_stacks, slice_gaps_mm=slice_gaps_mm, devices=devices,
                 split_kind=split_kind)
