@@ -13,7 +13,7 @@ One protocol is (source, slicing axis, factor k):
    so its slice spacing is k·dz. The slices in between are removed.
 3. The thick volume is preprocessed as in training (1st..99th percentile to
    [0, 1], at its own in-plane spacing) and configs/real_mri.py (the demo
-   config plus an SSIM term on the reconstruction) is trained on it alone:
+   config plus SSIM terms, its step count by the slice gap) is trained on it alone:
    the method needs no high-resolution data, and sees none here. Its
    validation set is the same volume (there is no other), so the logged
    validation figures are in-sample.
@@ -98,7 +98,7 @@ def make_config(quick: bool, inplane_mm: float, steps: int | None, extra: list[s
 
 
 def train_on(config, stack: np.ndarray, gap_mm: float, workdir: pathlib.Path):
-    """(model in eval mode, the loop's last validation metrics, the loss it trained with) on `stack` (slice gap `gap_mm`) alone."""
+    """(model in eval mode, the loop's last validation metrics, the loss and steps it trained with) on `stack` (slice gap `gap_mm`) alone."""
     from flax import nnx
 
     from jaxsr.train.loop import train
@@ -106,7 +106,7 @@ def train_on(config, stack: np.ndarray, gap_mm: float, workdir: pathlib.Path):
     out = train(config, workdir, None, stacks=[stack], val_stacks=[stack], slice_gaps_mm=[gap_mm], show_progress=False)
     model = nnx.merge(out["graphdef"], out["state"])[0]
     model.eval()
-    return model, {k: float(v) for k, v in out["val"].items()}, out["loss"]
+    return model, {k: float(v) for k, v in out["val"].items()}, out["loss"], out["steps"]
 
 
 def validation_curve(workdir: pathlib.Path) -> list[dict]:
@@ -408,9 +408,9 @@ def run_protocol(prepared: Prepared, source: dict, settings: dict, workdir: path
     name, overrides, config = make_config(settings["quick"], prepared.inplane_mm, settings["steps"],
                                           settings["overrides"])
     t0 = time.perf_counter()
-    model, val, loss = train_on(config, prepared.stack, prepared.facts["thick_spacing_mm"], workdir)
+    model, val, loss, steps = train_on(config, prepared.stack, prepared.facts["thick_spacing_mm"], workdir)
     train_s = time.perf_counter() - t0
-    log.info("%s: %d steps in %.0f s", prepared.protocol.name, int(config.train.steps), train_s)
+    log.info("%s: %d steps in %.0f s", prepared.protocol.name, steps, train_s)
     t0 = time.perf_counter()
     slices, recon = synthesize(model, config, prepared, settings["levers"])
     scores = {m: score(prepared.truth, s) for m, s in slices.items()}
@@ -421,9 +421,10 @@ def run_protocol(prepared: Prepared, source: dict, settings: dict, workdir: path
     p = prepared.protocol
     return {"protocol": p.name, "source": source, "axis": p.axis, "factor": p.factor, **prepared.facts,
             "frames": n_frames, "slices_scored": int(offset.size),
-            "config": {"name": name, "overrides": overrides, "steps": int(config.train.steps),
+            # steps and loss_trained: as the slice gap decided them (jaxsr.train.gap_rule)
+            "config": {"name": name, "overrides": overrides, "steps": steps,
                        "batch_size": int(config.train.batch_size), "seed": int(config.seed),
-                       "loss_trained": loss},  # config.loss after jaxsr.train.loss_rule
+                       "loss_trained": loss},
             "train_s": train_s, "evaluation_s": eval_s, "train_validation_in_sample": val,
             "validation_curve": validation_curve(workdir), "reconstruction": reconstruction,
             **summarise(scores, offset)}

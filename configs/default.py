@@ -75,7 +75,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.loss.interp_ssim_weight = 0.0
     # The SSIM term above only for training sets whose median slice gap is at most this many mm,
     # or "any" (jaxsr.config.interp_ssim_max_gap): at wide gaps the middle slice is poorly
-    # determined by its neighbours, and SSIM then buys structure at the cost of PSNR.
+    # determined by its neighbours, and SSIM then buys structure at the cost of PSNR. Such a
+    # wide-gap set also trains train.wide_gap_steps (jaxsr.train.gap_rule).
     c.loss.interp_ssim_max_gap_mm = ml_collections.FieldReference("any", field_type=object)
     # 1 - SSIM of the reconstruction of the input slice, beside its MSE: MSE alone blurs fine
     # texture that SSIM (and the eye) weighs; 0 is off (the paper's loss).
@@ -89,6 +90,9 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 200_000
+    # Steps for a training set whose median slice gap is over loss.interp_ssim_max_gap_mm, where
+    # fitting the triplets longer moves the model away from the slices between them; 0: train.steps.
+    c.train.wide_gap_steps = 0
     c.train.batch_size = 16  # global: split over all devices of all hosts
     c.train.eval_every = 2000
     c.train.checkpoint_every = 2000

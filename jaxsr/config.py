@@ -217,7 +217,7 @@ def target_spacing(config: ml_collections.ConfigDict) -> float | None:
 def interp_ssim_max_gap(config: ml_collections.ConfigDict) -> float | None:
     """config.loss.interp_ssim_max_gap_mm as training takes it: millimetres, or None for "any" (no limit).
 
-    The one reader of that key; jaxsr.train.loss_rule applies it to the training set's slice gaps.
+    The one reader of that key; jaxsr.train.gap_rule applies it to the training set's slice gaps.
     """
     return _millimetres_or_word(config, "loss.interp_ssim_max_gap_mm")
 
@@ -254,6 +254,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     weight = config.inference.residual_weight
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
         raise ConfigError(f"--config.inference.residual_weight={weight!r}: expected a number in [0, 1]")
+    wide_steps = config.train.wide_gap_steps
+    if isinstance(wide_steps, bool) or not isinstance(wide_steps, int) or wide_steps < 0:
+        raise ConfigError(f"--config.train.wide_gap_steps={wide_steps!r}: expected 0 (train.steps) or a positive integer")
     for key in ("warmup_steps", "clip_norm"):
         if config.optim[key] < 0:
             raise ConfigError(f"--config.optim.{key}={config.optim[key]!r}: must not be negative")

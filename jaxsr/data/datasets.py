@@ -259,7 +259,7 @@ def preprocess_files(paths, target_mm: float | None) -> list[np.ndarray]:
 
 
 def preprocess_files_and_gaps(paths, target_mm: float | None) -> tuple[list[np.ndarray], list[float]]:
-    """preprocess_files' stacks, and each volume's slice gap in mm (what jaxsr.train.loss_rule reads)."""
+    """preprocess_files' stacks, and each volume's slice gap in mm (what jaxsr.train.gap_rule reads)."""
     from jaxsr.data.preprocess import preprocess_volume
 
     volumes = (load_volume(f) for f in paths)

@@ -29,9 +29,9 @@ from jaxsr.errors import UserError
 from jaxsr.progress import Progress
 from jaxsr.train import batches as batches_lib
 from jaxsr.train import checkpoint as ckpt
+from jaxsr.train import gap_rule
 from jaxsr.train import guard
 from jaxsr.train import inputs as inputs_lib
-from jaxsr.train import loss_rule
 from jaxsr.train import state as state_lib
 from jaxsr.train import step as step_lib
 
@@ -53,14 +53,13 @@ class Preempted(Exception):
 class Run:
     """Everything `setup` prepared for `restore` and `loop`."""
 
-    config: object
+    config: object  # as this training set trains with it (jaxsr.train.gap_rule); the workdir keeps the user's
     workdir: pathlib.Path
     mesh: jax.sharding.Mesh
     graphdef: object  # of (model, optimizer)
     model_graphdef: object  # of the model alone, for evaluation
     initial_state: object  # the freshly initialised (model, optimizer) state; `restore` fills it from a checkpoint
     inputs: inputs_lib.Inputs
-    loss: object  # config.loss as this training set gets it (jaxsr.train.loss_rule)
     val: list  # validation batches, on the device
     last: object  # orbax managers: the last N steps, the best by validation loss
     best: object
@@ -68,9 +67,10 @@ class Run:
 
 def train(config, workdir, data_dir, *, stacks=None, val_stacks=None, slice_gaps_mm=None, show_progress: bool = True,
           stop_after: int | None = None, devices=None, split_kind: str | None = None) -> dict:
-    """Trains (or resumes) in `workdir`; returns {'state', 'graphdef', 'val' (last validation metrics), 'loader', 'loss'}.
+    """Trains (or resumes) in `workdir`; returns {'state', 'graphdef', 'val' (last validation metrics), 'loader', 'loss', 'steps'}.
 
-    'loss' is the config.loss the steps used, as a dict (jaxsr.train.loss_rule).
+    'loss' and 'steps' are the config.loss (a dict) and train.steps the run
+    used, which the training set's slice gap decides (jaxsr.train.gap_rule).
     `stacks`/`val_stacks` (lists of (X, Y, Z[, T]) arrays in [0, 1]) replace the
     dataset in tests and benchmarks; `slice_gaps_mm` are the slice gaps of
     `stacks` in mm, which loss.interp_ssim_max_gap_mm needs. `stop_after`
@@ -97,7 +97,7 @@ def setup(config, workdir, data_dir, *, stacks=None, val_stacks=None, slice_gaps
     _check_same_model(config, workdir)
     # Data first: a bad volume must fail the run before anything is written.
     stacks, val_stacks, split, gaps = _load_data(config, workdir, data_dir, stacks, val_stacks, slice_gaps_mm, split_kind)
-    loss = loss_rule.for_training_set(config, gaps)
+    trained = gap_rule.for_training_set(config, gaps)
     workdir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
         (workdir / ckpt.CONFIG_FILE).write_text(to_json(config))
@@ -106,14 +106,14 @@ def setup(config, workdir, data_dir, *, stacks=None, val_stacks=None, slice_gaps
             from jaxsr.data import datasets
 
             datasets.write_split(workdir / SPLIT_FILE, split)
-    model, optimizer = state_lib.init_train_state(config)
+    model, optimizer = state_lib.init_train_state(trained)
     graphdef, state = nnx.split((model, optimizer))
     data_sharding = NamedSharding(mesh, P("data"))
     val = [jax.device_put(b, data_sharding) for b in batches_lib.eval_batches(
         val_stacks, config.data, batch_size=global_batch, max_batches=int(config.train.eval_batches))] if val_stacks else []
     last, best = ckpt.managers(workdir, int(config.train.keep_checkpoints))
     inputs = inputs_lib.make_inputs(config, stacks, mesh)
-    return Run(config, workdir, mesh, graphdef, nnx.graphdef(model), state, inputs, loss, val, last, best)
+    return Run(trained, workdir, mesh, graphdef, nnx.graphdef(model), state, inputs, val, last, best)
 
 
 def restore(run: Run) -> tuple[object, int]:
@@ -132,7 +132,7 @@ def loop(run: Run, state, start: int, *, show_progress: bool = True, stop_after:
     """Steps from `start` to config.train.steps (or `stop_after` of them), evaluating and saving on schedule."""
     c = run.config.train
     steps, global_batch = int(c.steps), int(c.batch_size)
-    step_fn = step_lib.build_loop_step(run.graphdef, run.loss, run.inputs.sample)
+    step_fn = step_lib.build_loop_step(run.graphdef, run.config.loss, run.inputs.sample)
     eval_fn = step_lib.build_eval(run.model_graphdef)
     health = jax.device_put(guard.initial(), NamedSharding(run.mesh, P()))
     writer = _writer(run.workdir)
@@ -198,7 +198,8 @@ def loop(run: Run, state, start: int, *, show_progress: bool = True, stop_after:
             progress.close()
         if writer is not None:
             writer.close()
-    return {"state": state, "graphdef": run.graphdef, "val": last_eval, "loader": run.inputs.loader, "loss": run.loss.to_dict()}
+    return {"state": state, "graphdef": run.graphdef, "val": last_eval, "loader": run.inputs.loader,
+            "loss": run.config.loss.to_dict(), "steps": steps}
 
 
 class _Throughput:
