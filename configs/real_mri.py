@@ -26,13 +26,18 @@ it gained 0.001 SSIM for 0.35 dB of PSNR, at 8 mm it cost 0.5 dB, so it is off
 from there on (5 mm itself was not measured). Cardiac cine at 8-10 mm trains
 without it.
 
-Steps, by the same gap (train.steps = 4000, train.wide_gap_steps = 2000): with
+Steps, by the same gap (train.steps = 4000, train.wide_gap_steps = 1000): with
 the SSIM term, 4000 steps instead of 2000 raised the margins at 4 mm (2-core
 Xeon, seed 0, 2026-12-04; coronal k=4 +0.0285 / +2.61 dB -> +0.0346 / +2.98,
 axial k=4 +0.0321 / +2.84 -> +0.0395 / +2.97) and kept the EPI's (+0.0168 /
-+0.29 -> +0.0164 / +0.38); at 8 mm, without it, they fell (axial k=8 +0.0408 /
-+1.99 -> +0.0372 / +1.66), so wider gaps keep 2000. On 2 CPU cores 4000 steps
-take about 15 minutes.
++0.29 -> +0.0164 / +0.38). At 8 mm, without it, fewer steps interpolate
+better: axial k=8 seed 0 gave +2.10 / +2.21 / +2.03 dB PSNR margin at 500 /
+1000 / 2000 steps (2-core EPYC, 2026-12-07; 4000 steps on the Xeon: +1.66),
+and over three seeds 1000 steps gave +2.16 to +2.21 dB where 2000 had given
++1.82 to +2.03. At 6 mm 1000 steps gave 0.16 dB less than 2000 (+2.59
+against +2.75 dB, same SSIM margin), both above +2 dB: the one switch at 5 mm
+is set for 8 mm, nearer cardiac cine's 8-10 mm gaps. On 2 CPU cores 4000 steps
+take about 15 minutes, 1000 about 5.
 """
 
 import ml_collections
@@ -44,5 +49,5 @@ def get_config() -> ml_collections.ConfigDict:
     c = phantom_demo.get_config()
     c.loss.update(recon_ssim_weight=0.5, interp_ssim_weight=0.5, interp_ssim_max_gap_mm=5.0)
     c.inference.update(mix="residual", residual_weight=0.5, tta=8, fallback=True)
-    c.train.update(steps=4000, wide_gap_steps=2000)
+    c.train.update(steps=4000, wide_gap_steps=1000)
     return c

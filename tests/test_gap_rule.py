@@ -67,7 +67,7 @@ def test_a_bad_limit_is_named(value):
         validate(ssim_config(f"--config.loss.interp_ssim_max_gap_mm={value}"))
 
 
-@pytest.mark.parametrize("gap, weight, steps", [(4.0, 0.5, 4000), (4.4, 0.5, 4000), (6.0, 0.0, 2000), (8.0, 0.0, 2000)])
+@pytest.mark.parametrize("gap, weight, steps", [(4.0, 0.5, 4000), (4.4, 0.5, 4000), (6.0, 0.0, 1000), (8.0, 0.0, 1000)])
 def test_real_mri_carries_the_rule(gap, weight, steps):
     trained = gap_rule.for_training_set(load_config("real_mri"), [gap])
     assert float(trained.loss.interp_ssim_weight) == weight and int(trained.train.steps) == steps
