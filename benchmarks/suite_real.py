@@ -89,8 +89,8 @@ def make_config(quick: bool, inplane_mm: float, steps: int | None, extra: list[s
         steps = steps or 20
         overrides += ["--config.data.crop_size=32", f"--config.train.eval_every={steps}",
                       f"--config.train.checkpoint_every={steps}", f"--config.train.log_every={steps}"]
-    if steps:
-        overrides.append(f"--config.train.steps={steps}")
+    if steps:  # at every slice gap: real_mri trains fewer at wide gaps (jaxsr.train.gap_rule) unless told
+        overrides += [f"--config.train.steps={steps}", f"--config.train.wide_gap_steps={steps}"]
     overrides += list(extra)
     config = load_config(name, overrides)
     validate(config)
@@ -542,7 +542,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--protocols", default=None,
                         help=f"SOURCE:AXIS:K,... (sources: {', '.join(real_data.SOURCES)}, or 'file' with --volume); "
                              f"default {','.join(DEFAULT_PROTOCOLS)}")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the config's)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="training steps at every slice gap (default: the config's, which real_mri sets by the gap)")
     parser.add_argument("--volume", default=None, help="a thin-slice NIfTI of your own, source 'file'")
     parser.add_argument("--cache-dir", default=None,
                         help=f"where fetched volumes are kept (default ${real_data.CACHE_ENV} or ~/.cache/jaxsr-bench/real)")

@@ -158,6 +158,18 @@ def test_protocols_parse_and_bad_entries_name_themselves():
             suite_real.parse_protocols(bad, have_file=False)
 
 
+def test_steps_are_the_steps_at_every_gap():
+    """--steps N trains N steps at narrow and wide gaps alike; without it real_mri's own counts by gap stand."""
+    from jaxsr.config import load_config
+    from jaxsr.train import gap_rule
+
+    own = load_config("real_mri")
+    for steps in (None, 300):
+        config = suite_real.make_config(False, 1.0, steps, [])[2]
+        for gap, default in ((4.0, own.train.steps), (8.0, own.train.wide_gap_steps)):
+            assert int(gap_rule.for_training_set(config, [gap]).train.steps) == (steps or default)
+
+
 @pytest.mark.slow
 def test_quick_run_end_to_end_on_a_synthetic_file(tmp_path):
     """The whole suite (tiny model, few steps) on a volume the test writes: rows, fields, JSON."""
