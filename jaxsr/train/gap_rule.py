@@ -11,14 +11,10 @@ the new slices need. Measured on real anatomy (README "Real anatomy"):
   the baselines at an equal or higher PSNR margin; at 6 and 8 mm (triplets
   spanning 12-16 mm) it cost 0.35 dB of PSNR for +0.001 SSIM (6 mm) and 0.5 dB
   with a lower SSIM (8 mm);
-- the step count (real_mri: 4000, at wide gaps 1000): twice the steps raised
-  the margins at 4 mm (coronal k=4 +0.0285 / +2.61 dB -> +0.0346 / +2.98,
-  axial k=4 +0.0321 / +2.84 -> +0.0395 / +2.97) and kept them at 4.4 mm (the
-  EPI), but lowered axial k=8's (8 mm) from +0.0408 / +1.99 dB to
-  +0.0372 / +1.66 while its in-sample triplet PSNR rose (17.3 -> 18.1 dB);
-  at 8 mm 1000 steps gave +2.16 to +2.21 dB over three seeds, 500 and 2000
-  steps less (+2.10, +2.03); at 6 mm 1000 steps gave 0.16 dB less than 2000
-  (+2.59 against +2.75), both over the +2 dB goal: one switch serves 8 mm.
+- the step count (train.steps, and train.wide_gap_steps at wide gaps): at
+  4 mm more steps raised the margins, at 8 mm fewer did, while the in-sample
+  triplet fit kept improving; the counts real_mri chose and the runs behind
+  them are in configs/real_mri.py and the README.
 
 One decision per run, from the volumes' headers, so a resumed run (same split)
 makes the same one; every triplet of the run gets the same loss.
