@@ -17,6 +17,7 @@ the default config, 128x128 crops) is timed for its three convolutions:
   (the input gradient as the forward conv of the output gradient with the transposed kernel, as the
   model's custom vjp computes it); `xla_bf16`, `winograd4_bf16`: the same in bfloat16 (inputs and
   kernel rounded to bfloat16; Winograd's transforms in float32, its matmul bfloat16 x bfloat16 -> float32);
+- `native`: all three by jaxsr's own CPU kernels (jaxsr.models.native_conv, compiled here on first use);
 - `blocked`: all three in the channel-blocked layout N x C/8 x H x W x 8 (benchmarks.blocked_conv,
   oneDNN's layout: per tap one contraction over channel block and lane), the arrays held blocked
   (the conversions from and to NHWC are outside the timing, as in a network kept blocked throughout);
@@ -51,7 +52,7 @@ from benchmarks.rounds import spread
 # each implementation's environment on top of worker_env's (threads, no fake devices)
 IMPL_ENV: dict[str, dict[str, str]] = {
     "xla": {}, "taps": {}, "strips": {}, "fft_bins": {}, "fft_rows": {}, "blocked": {},
-    "winograd2": {}, "winograd4": {}, "xla_bf16": {}, "winograd4_bf16": {},
+    "winograd2": {}, "winograd4": {}, "native": {}, "xla_bf16": {}, "winograd4_bf16": {},
     "xla_onednn": {"XLA_FLAGS": "--xla_cpu_use_onednn=true"}, "xla_xnnpack": {"XLA_FLAGS": "--xla_cpu_use_xnnpack=true"},
     # PyTorch's OpenMP threads spin while they wait, which costs it most on an oversubscribed machine
     "torch": {}, "torch_passive": {"OMP_WAIT_POLICY": "PASSIVE"},
@@ -129,7 +130,7 @@ def xla_dw(x, w, g):
 
 # -- the child process: one implementation, every shape --------------------------------------------------
 # conv_layers impl -> (jaxsr.models.winograd impl for all three passes, dtype)
-ALL_PASSES = {"winograd2": ("winograd2", "float32"), "winograd4": ("winograd4", "float32"),
+ALL_PASSES = {"winograd2": ("winograd2", "float32"), "winograd4": ("winograd4", "float32"), "native": ("native", "float32"),
               "xla_bf16": ("lax", "bfloat16"), "winograd4_bf16": ("winograd4", "bfloat16")}
 
 
@@ -169,13 +170,13 @@ def _jax_passes(impl: str, batch: int, cin: int, cout: int, size: int) -> dict[s
     if impl in ALL_PASSES or impl == "blocked":  # every pass replaced: XLA's three results to check against
         refs = {"fwd": fwd(x, w), "dx": dx(x, w, g), "dw": dw(x, w, g)}
     if impl in ALL_PASSES:
-        from jaxsr.models import winograd
+        from jaxsr.models import conv_impls
 
         kind, dtype = ALL_PASSES[impl]
         x, w, g = (a.astype(dtype) for a in (x, w, g))
-        fwd = jax.jit(lambda x, w: winograd.conv_forward(kind, x, w))
-        dx = jax.jit(lambda x, w, g: winograd.conv_input_gradient(kind, g, w))
-        dw = jax.jit(lambda x, w, g: winograd.conv_weight_gradient(kind, x, g, w.shape))
+        fwd = jax.jit(lambda x, w: conv_impls.conv_forward(kind, x, w))
+        dx = jax.jit(lambda x, w, g: conv_impls.conv_input_gradient(kind, g, w))
+        dw = jax.jit(lambda x, w, g: conv_impls.conv_weight_gradient(kind, x, g, w.shape))
         for name, got in (("fwd", fwd(x, w)), ("dx", dx(x, w, g)), ("dw", dw(x, w, g))):
             _check(impl, name, got, refs[name], dtype, (batch, size, cin, cout))
     if impl == "blocked":

@@ -183,7 +183,7 @@ _POSITIVE_INTS = ("train.steps", "train.batch_size", "train.eval_every", "train.
                   "train.keep_checkpoints", "train.eval_batches", "data.crop_size", "model.num_blocks",
                   "model.base_features", "model.bottleneck_features", "model.latent_features")
 _CHOICES = {"model.dtype": ("float32", "bfloat16"), "data.loader": ("auto", "device", "numpy", "tfdata"),
-            "model.conv_impl": ("auto", "lax", "winograd2", "winograd4"),
+            "model.conv_impl": ("auto", "lax", "winograd2", "winograd4", "native"),
             "optim.schedule": ("constant", "cosine"), "inference.mix": mixes.MIXES, "inference.tta": mixes.TTA_CHOICES,
             "inference.fallback": (False, True)}
 

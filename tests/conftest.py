@@ -14,7 +14,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 # conv_impl=auto remembers its per-layer timings in a cache file: the tests' goes to a fresh temporary
 # folder (subprocesses inherit it), never the user's ~/.cache.
-os.environ.setdefault("JAXSR_CONV_CHOICE_CACHE", os.path.join(tempfile.mkdtemp(prefix="jaxsr-test-"), "conv_choice.json"))
+_cache = tempfile.mkdtemp(prefix="jaxsr-test-")
+os.environ.setdefault("JAXSR_CONV_CHOICE_CACHE", os.path.join(_cache, "conv_choice.json"))
+# conv_impl=native compiles its CPU kernels once per machine into a cache folder: the tests' is their own too.
+os.environ.setdefault("JAXSR_NATIVE_DIR", os.path.join(_cache, "native"))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

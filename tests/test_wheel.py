@@ -53,6 +53,7 @@ def test_wheel_holds_the_configs_and_runs_the_quick_demo_outside_the_checkout(tm
     names = set(zipfile.ZipFile(wheel).namelist())
     # Every module of the checkout is in the wheel (pyproject lists packages by hand), the configs as jaxsr.configs.
     want = {p.relative_to(REPO).as_posix() for p in (REPO / "jaxsr").rglob("*.py")}
+    want |= {p.relative_to(REPO).as_posix() for p in (REPO / "jaxsr").rglob("*.cc")}  # native_conv compiles it on first use
     want |= {f"jaxsr/configs/{p.name}" for p in (REPO / "configs").glob("*.py")}
     assert "jaxsr/configs/default.py" in want and "jaxsr/configs/tiny.py" in want
     assert sorted(want - names) == []

@@ -37,7 +37,7 @@ from flax import nnx
 
 from jaxsr.config import load_config, validate
 from jaxsr.errors import ConfigError
-from jaxsr.models import conv_choice, winograd
+from jaxsr.models import conv_choice, conv_impls, winograd
 from jaxsr.models.autoencoder import AutoEncoder
 
 U32, U64, UB = 2.0**-24, 2.0**-53, 2.0**-8
@@ -135,7 +135,7 @@ def test_float64_matches_lax_to_rounding_and_the_custom_vjp_is_the_gradient(impl
     bounds = _bounds(x, w, dy, impl, U64)
     @jax.jit
     def through_custom_vjp(x, w, dy):
-        y, vjp = jax.vjp(lambda a, b: winograd.conv3x3((impl, impl, impl), a, b), x, w)
+        y, vjp = jax.vjp(lambda a, b: conv_impls.conv3x3((impl, impl, impl), a, b), x, w)
         return (y, *vjp(dy))
 
     with jax.enable_x64():
@@ -203,7 +203,7 @@ def test_auto_times_once_persists_and_reuses_without_timing(fake_timer, tmp_path
     impls = conv_choice.resolve("auto", BIG, 64, jnp.float32)
     # fwd of 32->64, fwd of the transposed problem 64->32 (the input gradient) and dW, each by every impl
     assert impls == ("winograd4", "winograd4", "winograd2")
-    assert len(fake_timer) == 3 * len(conv_choice.IMPLS)
+    assert len(fake_timer) == 3 * len(conv_choice.candidates(jnp.float32))
     table = json.loads((tmp_path / "choice.json").read_text())
     assert sorted(e["impl"] for e in table.values()) == ["winograd2", "winograd4", "winograd4"]
     assert conv_choice.resolve("auto", BIG, 64, jnp.float32) == impls and len(fake_timer) == 9  # this process's memo
@@ -229,7 +229,7 @@ def test_a_choice_already_on_file_wins_over_a_new_measurement(fake_timer, tmp_pa
     path = tmp_path / "choice.json"
     key = conv_choice.cache_key("fwd", BIG, 64, jnp.float32)
     path.write_text(json.dumps({key: {"impl": "lax", "seconds": {}}}))
-    assert conv_choice._store(path, key, {"impl": "winograd4", "seconds": {}}) == "lax"
+    assert conv_choice._store(path, key, {"impl": "winograd4", "seconds": {}}, conv_choice.IMPLS) == "lax"
     assert json.loads(path.read_text())[key]["impl"] == "lax"
 
 
@@ -245,8 +245,8 @@ import sys
 from jaxsr.models import conv_choice
 path, who = conv_choice.pathlib.Path(sys.argv[1]), sys.argv[2]
 for i in range(60):
-    conv_choice._store(path, f"{who}/{i}", {"impl": "lax", "seconds": {}})
-    conv_choice._store(path, f"shared/{i}", {"impl": "winograd2" if who == "a" else "winograd4", "seconds": {}})
+    conv_choice._store(path, f"{who}/{i}", {"impl": "lax", "seconds": {}}, conv_choice.IMPLS)
+    conv_choice._store(path, f"shared/{i}", {"impl": "winograd2" if who == "a" else "winograd4", "seconds": {}}, conv_choice.IMPLS)
 """
 
 
@@ -270,14 +270,14 @@ def test_probe_runs_while_a_model_is_traced(tmp_path, monkeypatch):
     y = jax.jit(lambda a, b: conv_choice.conv("auto", a, b))(x, w)
     np.testing.assert_allclose(y, winograd.lax_conv(x, w), rtol=1e-5)
     seconds = [e["seconds"] for e in json.loads((tmp_path / "choice.json").read_text()).values()]
-    assert len(seconds) == 2 and all(set(s) == set(conv_choice.IMPLS) and min(s.values()) > 0 for s in seconds)
+    assert len(seconds) == 2 and all(set(s) == set(conv_choice.candidates(jnp.float32)) and min(s.values()) > 0 for s in seconds)
 
 
 # -- the model and its config -----------------------------------------------------------------------------------------
 def test_unknown_conv_impl_is_refused_in_one_line():
-    with pytest.raises(ConfigError, match=r"^--config.model.conv_impl='fft': expected one of auto, lax, winograd2, winograd4$"):
+    with pytest.raises(ConfigError, match=r"^--config.model.conv_impl='fft': expected one of auto, lax, winograd2, winograd4, native$"):
         validate(load_config("tiny", ["--config.model.conv_impl=fft"]))
-    with pytest.raises(ValueError, match=r"^conv_impl='fft': expected one of auto, lax, winograd2, winograd4$"):
+    with pytest.raises(ValueError, match=r"^conv_impl='fft': expected one of auto, lax, winograd2, winograd4, native$"):
         AutoEncoder(load_config("tiny", ["--config.model.conv_impl=fft"]).model, rngs=nnx.Rngs(0))
 
 

@@ -1,7 +1,8 @@
 """Which implementation runs each 3x3 conv: chosen by measurement per layer, like cuDNN's benchmark mode.
 
-`model.conv_impl` is 'lax' (XLA's convolution), 'winograd2' / 'winograd4' (jaxsr.models.winograd) or
-'auto': for each (backend, shape, dtype, direction) the first trace times every implementation (jitted,
+`model.conv_impl` is 'lax' (XLA's convolution), 'winograd2' / 'winograd4' (jaxsr.models.winograd),
+'native' (jaxsr's own CPU kernels, jaxsr.models.native_conv) or 'auto': for each (backend, shape, dtype,
+direction) the first trace times every implementation that can run it (`candidates`; jitted,
 `REPEATS` calls after a warm-up, the median) and keeps the fastest, in this process and in a JSON file
 shared by every process on the machine (`cache_path`), so that later runs, resumed runs and other
 processes trace the same program without timing again. Directions: 'fwd' and 'dw' (weight gradient)
@@ -33,11 +34,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxsr.models import winograd
+from jaxsr.models import conv_impls, native_conv, winograd
 
 log = logging.getLogger(__name__)
 
-IMPLS = ("lax",) + tuple(winograd.IMPLS)
+IMPLS = conv_impls.IMPLS
 CHOICES = ("auto",) + IMPLS
 ENV_VAR = "JAXSR_CONV_CHOICE_CACHE"  # the cache file's path, overriding the default location
 REPEATS = 3
@@ -61,10 +62,13 @@ def cache_path() -> pathlib.Path:
 
 
 def cache_key(direction: str, x_shape: tuple[int, ...], cout: int, dtype) -> str:
-    """One entry per backend and device kind, jax version (XLA's speed changes with it), problem and direction."""
+    """One entry per backend and device kind, jax version (XLA's speed changes with it), problem, direction and
+    the implementations timed: a choice made before an implementation existed, or where it could not run, is not
+    reused where it can."""
     device = jax.devices()[0]
     n, h, w, cin = x_shape
-    return f"{device.platform}/{device.device_kind}/jax{jax.__version__}/{direction}/{n}x{h}x{w}/{cin}->{cout}/{jnp.dtype(dtype).name}"
+    return (f"{device.platform}/{device.device_kind}/jax{jax.__version__}/{direction}/{n}x{h}x{w}/{cin}->{cout}/"
+            f"{jnp.dtype(dtype).name}/{','.join(candidates(dtype))}")
 
 
 def _problem(direction: str, impl: str, x_shape, cout: int, dtype):
@@ -74,9 +78,9 @@ def _problem(direction: str, impl: str, x_shape, cout: int, dtype):
     x = jax.random.normal(kx, x_shape, dtype)
     if direction == "fwd":
         wt = (jax.random.normal(kw, (3, 3, cin, cout)) / (9 * cin) ** 0.5).astype(dtype)
-        return jax.jit(lambda a, b: winograd.conv_forward(impl, a, b)), (x, wt)
+        return jax.jit(lambda a, b: conv_impls.conv_forward(impl, a, b)), (x, wt)
     dy = jax.random.normal(kw, (n, h, w, cout), dtype)
-    return jax.jit(lambda a, b: winograd.conv_weight_gradient(impl, a, b, (3, 3, cin, cout))), (x, dy)
+    return jax.jit(lambda a, b: conv_impls.conv_weight_gradient(impl, a, b, (3, 3, cin, cout))), (x, dy)
 
 
 def probe_seconds(direction: str, impl: str, x_shape: tuple[int, ...], cout: int, dtype) -> float:
@@ -114,7 +118,7 @@ def _locked(path: pathlib.Path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _store(path: pathlib.Path, key: str, entry: dict) -> str:
+def _store(path: pathlib.Path, key: str, entry: dict, valid: tuple[str, ...]) -> str:
     """Adds `entry` under the file lock by read-merge-write and an atomic rename; returns the impl now on file.
 
     A key another process stored meanwhile is kept, and its choice returned: every process then traces
@@ -122,7 +126,7 @@ def _store(path: pathlib.Path, key: str, entry: dict) -> str:
     """
     with _locked(path):
         table = read_cache(path)
-        if isinstance(table.get(key), dict) and table[key].get("impl") in IMPLS:
+        if isinstance(table.get(key), dict) and table[key].get("impl") in valid:
             return table[key]["impl"]
         table[key] = entry
         with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=path.name + ".", suffix=".tmp", delete=False) as f:
@@ -131,6 +135,13 @@ def _store(path: pathlib.Path, key: str, entry: dict) -> str:
             os.fsync(f.fileno())
         os.replace(f.name, path)
     return entry["impl"]
+
+
+def candidates(dtype) -> tuple[str, ...]:
+    """What 'auto' may choose for `dtype`: 'native' only in float32 on a single CPU device where it builds."""
+    native = (jnp.dtype(dtype) == jnp.float32 and jax.device_count() == 1 and jax.devices()[0].platform == "cpu"
+              and native_conv.available())
+    return tuple(impl for impl in IMPLS if impl != "native" or native)
 
 
 def choose(direction: str, x_shape: tuple[int, ...], cout: int, dtype) -> str:
@@ -143,13 +154,14 @@ def choose(direction: str, x_shape: tuple[int, ...], cout: int, dtype) -> str:
     if key in _memo:
         return _memo[key]
     path = cache_path()
+    valid = candidates(dtype)
     entry = read_cache(path).get(key)
-    if isinstance(entry, dict) and entry.get("impl") in IMPLS:
+    if isinstance(entry, dict) and entry.get("impl") in valid:
         _memo[key] = entry["impl"]
         return entry["impl"]
-    seconds = {impl: probe_seconds(direction, impl, tuple(x_shape), cout, dtype) for impl in IMPLS}
+    seconds = {impl: probe_seconds(direction, impl, tuple(x_shape), cout, dtype) for impl in valid}
     best = min(seconds, key=seconds.get)
-    _memo[key] = _store(path, key, {"impl": best, "seconds": seconds})
+    _memo[key] = _store(path, key, {"impl": best, "seconds": seconds}, valid)
     log.info("conv %s %s: %s (%s)", key, _memo[key], best, ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in seconds.items()))
     return _memo[key]
 
@@ -174,7 +186,7 @@ def conv(conv_impl: str, x: jax.Array, w: jax.Array) -> jax.Array:
     impls = resolve(conv_impl, x.shape, w.shape[-1], x.dtype)
     if impls == ("lax",) * 3:
         return winograd.lax_conv(x, w)  # jax's own autodiff: the exact program of before conv_impl existed
-    return winograd.conv3x3(impls, x, w)
+    return conv_impls.conv3x3(impls, x, w)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,9 +18,8 @@ network the two sets measured alike (benchmarks/winograd_accuracy.py: worst floa
 trained model's convs 4.0e-7 / 1.2e-6 / 6.6e-7 fwd / dx / dW with ±1/2, 4.2e-7 / 1.2e-6 / 1.1e-6 with ±2). The input and output transforms are applied in float32 (float64 for float64 inputs)
 whatever the input dtype; only the matmul takes bfloat16 operands, accumulating in float32.
 
-Gradients (`jax.custom_vjp`): the input gradient of a 3x3 'same' conv is the 3x3 'same' conv of the
-output gradient with the kernel flipped in space and its in/out channels swapped, so it is the
-forward conv of another problem; the weight gradient follows the forward formula backwards. With
+Gradients (jaxsr.models.conv_impls.conv3x3's `jax.custom_vjp`): the input gradient is the forward conv
+of another problem (conv_impls' docstring); the weight gradient follows the forward formula backwards. With
 M = U ⊙ V per tile, U = G g G^T, V = B^T d B, Y = A^T M A:
 
     dM = A dY A^T per tile,   dU = Σ_tiles V ⊙ dM   ([alpha², cin, tiles] @ [alpha², tiles, cout]),
@@ -199,47 +198,6 @@ def lax_conv(x: jax.Array, w: jax.Array) -> jax.Array:
     return lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=DIMENSION_NUMBERS)
 
 
-def _lax_weight_gradient(x: jax.Array, dy: jax.Array, w_shape) -> jax.Array:
-    return jax.vjp(lambda k: lax_conv(x, k), jnp.zeros(w_shape, x.dtype))[1](dy)[0]
-
-
 def transposed_kernel(w: jax.Array) -> jax.Array:
     """The kernel whose 'same' conv is the input gradient: flipped in space, in/out channels swapped."""
     return w[::-1, ::-1].transpose(0, 1, 3, 2)
-
-
-def conv_forward(impl: str, x: jax.Array, w: jax.Array) -> jax.Array:
-    """The forward 'same' conv by one implementation: 'lax', 'winograd2' or 'winograd4'."""
-    return lax_conv(x, w) if impl == "lax" else winograd_conv(x, w, transforms(IMPLS[impl]))
-
-
-def conv_input_gradient(impl: str, dy: jax.Array, w: jax.Array) -> jax.Array:
-    """dL/dx of conv(x, w) given dy: the forward 'same' conv of dy with the transposed kernel, by one implementation."""
-    return conv_forward(impl, dy, transposed_kernel(w))
-
-
-def conv_weight_gradient(impl: str, x: jax.Array, dy: jax.Array, w_shape) -> jax.Array:
-    """dL/dw of conv(x, w) given dy = dL/dconv, by one implementation."""
-    return _lax_weight_gradient(x, dy, w_shape) if impl == "lax" else winograd_weight_gradient(x, dy, transforms(IMPLS[impl]))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def conv3x3(impls: tuple[str, str, str], x: jax.Array, w: jax.Array) -> jax.Array:
-    """The 3x3 'same' conv of x (NHWC) with w (HWIO), each direction by its own implementation.
-
-    `impls` = (forward, input gradient, weight gradient), each 'lax', 'winograd2' or 'winograd4'.
-    x and w must have one dtype (float32, bfloat16 or float64), as for lax.conv_general_dilated.
-    """
-    return conv_forward(impls[0], x, w)
-
-
-def _conv3x3_fwd(impls, x, w):
-    return conv_forward(impls[0], x, w), (x, w)
-
-
-def _conv3x3_bwd(impls, residuals, dy):
-    x, w = residuals
-    return conv_input_gradient(impls[1], dy, w), conv_weight_gradient(impls[2], x, dy, w.shape)
-
-
-conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
