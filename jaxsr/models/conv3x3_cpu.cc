@@ -156,6 +156,8 @@ constexpr int PB = (VW == 16) ? 8 : 6;  // output pixels per register tile
 struct Fwd {
   const float* x; const float* w; float* out;
   int64_t n, h, w_, c, k;
+  const float* zeros;  // c zeros: the padding
+  const float* w_tail;  // w[tap][c][j] for the k % VW last output channels j, as [j][tap][c]
 };
 
 // pixels [x0, x0 + np) of row (img, y), output channels [j0, j0 + NV*VW)
@@ -177,15 +179,17 @@ static void fwd_tile(const Fwd& F, int64_t img, int64_t y, int64_t x0, int np, i
 #pragma GCC unroll 8
           for (int i = 0; i < PB; ++i) { vec a = vec{} + xp[i * F.c + ci]; for (int v = 0; v < NV; ++v) acc[i][v] += a * wv[v]; }
         }
-      } else {
-        for (int i = 0; i < np; ++i) {
+      } else {  // at a row's ends, or fewer than PB pixels left: missing neighbours read a row of zeros
+        const float* xp[PB];
+        for (int i = 0; i < PB; ++i) {
           const int64_t xx = x0 + i + tx - 1;
-          if (xx < 0 || xx >= F.w_) continue;
-          const float* xp = xrow + xx * F.c;
-          for (int64_t ci = 0; ci < F.c; ++ci) {
-            vec a = vec{} + xp[ci];
-            for (int v = 0; v < NV; ++v) acc[i][v] += a * load(wt + ci * F.k + v * VW);
-          }
+          xp[i] = (i < np && xx >= 0 && xx < F.w_) ? xrow + xx * F.c : F.zeros;
+        }
+        for (int64_t ci = 0; ci < F.c; ++ci) {
+          vec wv[NV];
+          for (int v = 0; v < NV; ++v) wv[v] = load(wt + ci * F.k + v * VW);
+#pragma GCC unroll 8
+          for (int i = 0; i < PB; ++i) { vec a = vec{} + xp[i][ci]; for (int v = 0; v < NV; ++v) acc[i][v] += a * wv[v]; }
         }
       }
     }
@@ -206,14 +210,10 @@ static void fwd_scalar(const Fwd& F, int64_t img, int64_t y, int64_t j) {
         const int64_t xx = xo + tx - 1;
         if (xx < 0 || xx >= F.w_) continue;
         const float* xp = F.x + ((img * F.h + yy) * F.w_ + xx) * F.c;
-        const float* wt = F.w + (int64_t)(ty * 3 + tx) * F.c * F.k + j;
+        const float* wt = F.w_tail + ((j - F.k / VW * VW) * 9 + ty * 3 + tx) * F.c;
         int64_t ci = 0;
-        for (; ci + VW <= F.c; ci += VW) {
-          vec wv;
-          for (int l = 0; l < VW; ++l) wv[l] = wt[(ci + l) * F.k];
-          acc += load(xp + ci) * wv;
-        }
-        for (; ci < F.c; ++ci) tail += xp[ci] * wt[ci * F.k];
+        for (; ci + VW <= F.c; ci += VW) acc += load(xp + ci) * load(wt + ci);
+        for (; ci < F.c; ++ci) tail += xp[ci] * wt[ci];
       }
     }
     float s = tail;
@@ -244,13 +244,19 @@ static ffi::Error ConvFwdImpl(ffi::ThreadPool pool, Image x, Image w, Image4 out
   auto xd = x.dimensions(), wd = w.dimensions(), od = out->dimensions();
   if (wd[0] != 3 || wd[1] != 3 || wd[2] != xd[3] || od[0] != xd[0] || od[1] != xd[1] || od[2] != xd[2] || od[3] != wd[3])
     return ffi::Error::InvalidArgument("conv3x3 forward: x, w and y shapes do not match");
-  Fwd F{x.typed_data(), w.typed_data(), out->typed_data(), xd[0], xd[1], xd[2], xd[3], wd[3]};
+  auto zeros = std::make_shared<std::vector<float>>(xd[3], 0.0f);
+  const int64_t c = xd[3], k = wd[3], k0 = k / VW * VW;
+  auto w_tail = std::make_shared<std::vector<float>>((k - k0) * 9 * c);
+  for (int64_t j = k0; j < k; ++j)
+    for (int64_t t = 0; t < 9; ++t)
+      for (int64_t ci = 0; ci < c; ++ci) (*w_tail)[((j - k0) * 9 + t) * c + ci] = w.typed_data()[(t * c + ci) * k + j];
+  Fwd F{x.typed_data(), w.typed_data(), out->typed_data(), xd[0], xd[1], xd[2], c, k, zeros->data(), w_tail->data()};
   const int64_t total = F.n * F.h;
   const int64_t threads = std::max<int64_t>(pool.num_threads(), 1);
   const int64_t chunk = std::max<int64_t>(1, total / (4 * threads));
   const int64_t chunks = (total + chunk - 1) / chunk;
   auto cnt = std::make_shared<Counter>();
-  auto work = [cnt, F, total, chunk, chunks]() {
+  auto work = [cnt, zeros, w_tail, F, total, chunk, chunks]() {
     for (int64_t i; (i = cnt->next.fetch_add(1)) < chunks;) {
       for (int64_t r = i * chunk; r < std::min(total, (i + 1) * chunk); ++r) fwd_row(F, r);
       cnt->done.fetch_add(1, std::memory_order_release);
