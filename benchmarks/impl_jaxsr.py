@@ -69,7 +69,10 @@ class Worker(worker.JaxImpl):
     def info(self) -> dict:
         import flax
 
-        return worker.jax_info(f"jaxsr {jaxsr.version()} (jax {jax.__version__}, flax {flax.__version__})")
+        from jaxsr import host_memory
+
+        return {**worker.jax_info(f"jaxsr {jaxsr.version()} (jax {jax.__version__}, flax {flax.__version__})"),
+                "keep_freed_memory": host_memory.active}
 
     def create(self, config: str, overrides: list[str], weights: str) -> dict:
         """Loads the config, makes the model and writes its weights to `weights` (.npz, NNX paths)."""

@@ -140,7 +140,10 @@ class Worker(worker.Impl):
 
         import torch
 
+        from jaxsr import host_memory
+
         return {"framework": f"torch {torch.__version__} eager", "threads": torch.get_num_threads(),
+                "keep_freed_memory": host_memory.active,
                 "interop_threads": torch.get_num_interop_threads(), "cpus": sorted(os.sched_getaffinity(0)),
                 "cuda": torch.cuda.is_available(), "thread_rule": "torch.set_num_threads"}
 

@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtypes", default=None,
                         help="comma-separated compute dtypes (default: float32 on CPU, float32,bfloat16 on accelerators)")
     parser.add_argument("--configs", default=None, help="comma-separated config names or paths for the train suite")
-    parser.add_argument("--peers", default=None, help="comma-separated peers to time: jax_twin,torch (the default)")
+    parser.add_argument("--peers", default=None, help="comma-separated peers to time: jax_twin,torch,torch_kept_memory (the default; the last on CPU only)")
     parser.add_argument("--no-peer", action="store_true", help="time jaxsr alone")
     parser.add_argument("--cpus", default=None, help="comma-separated CPU ids every worker is pinned to (default: all)")
     parser.add_argument("--threads", type=int, default=None, help="threads per worker (default: one per CPU)")

@@ -21,7 +21,11 @@ import traceback
 
 import numpy as np
 
-IMPLS = {"jaxsr": "benchmarks.impl_jaxsr", "jax_twin": "benchmarks.impl_jax_twin", "torch": "benchmarks.impl_torch"}
+IMPLS = {"jaxsr": "benchmarks.impl_jaxsr", "jax_twin": "benchmarks.impl_jax_twin", "torch": "benchmarks.impl_torch",
+         "torch_kept_memory": "benchmarks.impl_torch"}
+# the workers that keep freed host memory (jaxsr.host_memory): jaxsr, as its command line does, and PyTorch's twin
+# worker that shows what the same policy gives PyTorch
+KEEP_FREED_MEMORY = ("jaxsr", "torch_kept_memory")
 OOM_MARKERS = ("RESOURCE_EXHAUSTED", "out of memory", "OutOfMemoryError", "Out of memory")
 
 
@@ -119,6 +123,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, required=True)
     args = parser.parse_args(argv)
     os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
+    if args.impl in KEEP_FREED_MEMORY:  # first, before jax or torch start their threads
+        from jaxsr import host_memory
+
+        host_memory.keep_freed_memory()
     proto = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # library prints go to stderr, the protocol keeps stdout
     impl = importlib.import_module(IMPLS[args.impl]).Worker(args.threads)

@@ -15,6 +15,7 @@ import os
 import sys
 
 import jaxsr
+from jaxsr import host_memory
 from jaxsr.errors import UserError
 
 COMMANDS = ("phantom", "train", "upsample", "reprocess", "status", "evaluate", "demo")
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    host_memory.keep_freed_memory()  # before jax and TensorFlow start their threads (host_memory's docstring)
     argv = list(sys.argv[1:] if argv is None else argv)
     # --debug works before or after the subcommand.
     debug = "--debug" in argv

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import platform
 import types
 
 import numpy as np
@@ -95,9 +96,14 @@ def test_quick_train_suite_all_peers_and_loop(tmp_path):
     config = block["configs"][QUICK_CONFIG]
     if impl_torch.missing():
         assert "not installed" in block["peers_skipped"]["torch"]
+        assert "not installed" in block["peers_skipped"]["torch_kept_memory"]
     else:
         assert config["equivalence"]["torch"]["ok"] and config["equivalence"]["torch (float64)"]["ok"]
-        assert "jaxsr / torch" in config["workloads"][0]["ratios"]
+        assert {"jaxsr / torch", "jaxsr / torch_kept_memory"} <= set(config["workloads"][0]["ratios"])
+        # the like-for-like peer runs with jaxsr's host-memory policy, the plain one as users run PyTorch
+        assert block["workers"]["torch_kept_memory"]["keep_freed_memory"] is (platform.libc_ver()[0] == "glibc")
+        assert block["workers"]["torch"]["keep_freed_memory"] is False
+    assert block["workers"]["jaxsr"]["keep_freed_memory"] is (platform.libc_ver()[0] == "glibc")
     loop = config["loop"]
     assert loop["steps"] == 50 and loop["log_every"] == 100 and len(loop["logged_rates"]) == 1  # one log, at the last step
     assert loop["images_per_s"] > 0 and loop["loop_over_step"] > 0

@@ -67,11 +67,13 @@ def test_the_bound_catches_a_wrong_tap():
 
 @needs_compiler
 def test_vmap_and_repeated_calls_give_the_per_call_results_bit_for_bit():
-    """The forward folds a mapped axis into the images, the weight gradient maps; threads change no bit."""
+    """Forward and input gradient fold a mapped axis into the images, the weight gradient maps; threads change no bit."""
     x, w, dy = (jnp.asarray(a, jnp.float32) for a in _case((6, 10, 24, 16), 32, seed=3))
     xs, dys = x.reshape(3, 2, *x.shape[1:]), dy.reshape(3, 2, *dy.shape[1:])
     ys = jax.jit(jax.vmap(native_conv.forward, in_axes=(0, None)))(xs, w)
     np.testing.assert_array_equal(ys, np.stack([native_conv.forward(xs[i], w) for i in range(3)]))
+    dxs = jax.jit(jax.vmap(native_conv.input_gradient, in_axes=(0, None)))(dys, w)
+    np.testing.assert_array_equal(dxs, np.stack([native_conv.input_gradient(dys[i], w) for i in range(3)]))
     ws = jnp.stack([w, 2 * w, -w])
     np.testing.assert_array_equal(jax.vmap(native_conv.forward)(xs, ws),
                                   np.stack([native_conv.forward(xs[i], ws[i]) for i in range(3)]))

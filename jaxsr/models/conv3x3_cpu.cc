@@ -240,23 +240,23 @@ static void fwd_row(const Fwd& F, int64_t r) {
 
 struct Counter { std::atomic<int64_t> next{0}, done{0}; };
 
-static ffi::Error ConvFwdImpl(ffi::ThreadPool pool, Image x, Image w, Image4 out) {
-  auto xd = x.dimensions(), wd = w.dimensions(), od = out->dimensions();
-  if (wd[0] != 3 || wd[1] != 3 || wd[2] != xd[3] || od[0] != xd[0] || od[1] != xd[1] || od[2] != xd[2] || od[3] != wd[3])
-    return ffi::Error::InvalidArgument("conv3x3 forward: x, w and y shapes do not match");
-  auto zeros = std::make_shared<std::vector<float>>(xd[3], 0.0f);
-  const int64_t c = xd[3], k = wd[3], k0 = k / VW * VW;
+// the forward conv of x [n, h, w, c] with w [3, 3, c, k] into out [n, h, w, k]; `keep` holds what w points
+// into when it is not an argument of the call (tasks that start late only read the counter)
+static void forward(ffi::ThreadPool& pool, const float* x, const float* w, float* out, int64_t n, int64_t h,
+                    int64_t wd, int64_t c, int64_t k, std::shared_ptr<std::vector<float>> keep) {
+  auto zeros = std::make_shared<std::vector<float>>(c, 0.0f);
+  const int64_t k0 = k / VW * VW;
   auto w_tail = std::make_shared<std::vector<float>>((k - k0) * 9 * c);
   for (int64_t j = k0; j < k; ++j)
     for (int64_t t = 0; t < 9; ++t)
-      for (int64_t ci = 0; ci < c; ++ci) (*w_tail)[((j - k0) * 9 + t) * c + ci] = w.typed_data()[(t * c + ci) * k + j];
-  Fwd F{x.typed_data(), w.typed_data(), out->typed_data(), xd[0], xd[1], xd[2], c, k, zeros->data(), w_tail->data()};
-  const int64_t total = F.n * F.h;
+      for (int64_t ci = 0; ci < c; ++ci) (*w_tail)[((j - k0) * 9 + t) * c + ci] = w[(t * c + ci) * k + j];
+  Fwd F{x, w, out, n, h, wd, c, k, zeros->data(), w_tail->data()};
+  const int64_t total = n * h;
   const int64_t threads = std::max<int64_t>(pool.num_threads(), 1);
   const int64_t chunk = std::max<int64_t>(1, total / (4 * threads));
   const int64_t chunks = (total + chunk - 1) / chunk;
   auto cnt = std::make_shared<Counter>();
-  auto work = [cnt, zeros, w_tail, F, total, chunk, chunks]() {
+  auto work = [cnt, zeros, w_tail, keep, F, total, chunk, chunks]() {
     for (int64_t i; (i = cnt->next.fetch_add(1)) < chunks;) {
       for (int64_t r = i * chunk; r < std::min(total, (i + 1) * chunk); ++r) fwd_row(F, r);
       cnt->done.fetch_add(1, std::memory_order_release);
@@ -265,8 +265,34 @@ static ffi::Error ConvFwdImpl(ffi::ThreadPool pool, Image x, Image w, Image4 out
   for (int64_t i = 1; i < std::min(threads, chunks); ++i) pool.Schedule([work]() { work(); });
   work();
   while (cnt->done.load(std::memory_order_acquire) < chunks) std::this_thread::yield();
+}
+
+static ffi::Error ConvFwdImpl(ffi::ThreadPool pool, Image x, Image w, Image4 out) {
+  auto xd = x.dimensions(), wd = w.dimensions(), od = out->dimensions();
+  if (wd[0] != 3 || wd[1] != 3 || wd[2] != xd[3] || od[0] != xd[0] || od[1] != xd[1] || od[2] != xd[2] || od[3] != wd[3])
+    return ffi::Error::InvalidArgument("conv3x3 forward: x, w and y shapes do not match");
+  forward(pool, x.typed_data(), w.typed_data(), out->typed_data(), xd[0], xd[1], xd[2], xd[3], wd[3], nullptr);
   return ffi::Error::Success();
 }
+
+// dL/dx of the conv of x with w given dy: the forward conv of dy with w flipped in space and its channels
+// swapped, wt[tap][k][c] = w[8 - tap][c][k], built here (XLA's own transpose of w took longer than this)
+static ffi::Error ConvDxImpl(ffi::ThreadPool pool, Image dy, Image w, Image4 dx) {
+  auto gd = dy.dimensions(), wd = w.dimensions(), od = dx->dimensions();
+  const int64_t c = wd[2], k = wd[3];
+  if (wd[0] != 3 || wd[1] != 3 || gd[3] != k || od[0] != gd[0] || od[1] != gd[1] || od[2] != gd[2] || od[3] != c)
+    return ffi::Error::InvalidArgument("conv3x3 input gradient: dy, w and dx shapes do not match");
+  auto wt = std::make_shared<std::vector<float>>(9 * c * k);
+  const float* src = w.typed_data();
+  for (int64_t t = 0; t < 9; ++t)
+    for (int64_t ci = 0; ci < c; ++ci)
+      for (int64_t ki = 0; ki < k; ++ki) (*wt)[(t * k + ki) * c + ci] = src[((8 - t) * c + ci) * k + ki];
+  forward(pool, dy.typed_data(), wt->data(), dx->typed_data(), gd[0], gd[1], gd[2], k, c, wt);
+  return ffi::Error::Success();
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(Conv3x3InputGradient, ConvDxImpl,
+                              ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<Image>().Arg<Image>().Ret<Image>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(Conv3x3Forward, ConvFwdImpl,
                               ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<Image>().Arg<Image>().Ret<Image>());

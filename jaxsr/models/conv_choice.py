@@ -3,7 +3,7 @@
 `model.conv_impl` is 'lax' (XLA's convolution), 'winograd2' / 'winograd4' (jaxsr.models.winograd),
 'native' (jaxsr's own CPU kernels, jaxsr.models.native_conv) or 'auto': for each (backend, shape, dtype,
 direction) the first trace times every implementation that can run it (`candidates`; jitted,
-`REPEATS` calls after a warm-up, the median) and keeps the fastest, in this process and in a JSON file
+the fastest of repeated calls after a warm-up, `probe_seconds`) and keeps the fastest, in this process and in a JSON file
 shared by every process on the machine (`cache_path`), so that later runs, resumed runs and other
 processes trace the same program without timing again. Directions: 'fwd' and 'dw' (weight gradient)
 are timed; the input gradient of cin -> cout is the forward conv of cout -> cin with the transposed
@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import pathlib
-import statistics
 import tempfile
 import time
 
@@ -41,7 +40,8 @@ log = logging.getLogger(__name__)
 IMPLS = conv_impls.IMPLS
 CHOICES = ("auto",) + IMPLS
 ENV_VAR = "JAXSR_CONV_CHOICE_CACHE"  # the cache file's path, overriding the default location
-REPEATS = 3
+WARMUP, REPEATS, MAX_REPEATS = 2, 5, 50
+PROBE_SECONDS = 0.1  # timed calls go on (up to MAX_REPEATS) until they add up to this
 # 2*N*H*W*9*cin*cout below this: lax without timing. 5e7 FLOPs take ~0.25 ms at 200 GFLOP/s, so even a
 # 4x faster conv saves < 0.2 ms a call, against ~1 s of probe compilations.
 MIN_PROBE_FLOPS = 5e7
@@ -84,16 +84,22 @@ def _problem(direction: str, impl: str, x_shape, cout: int, dtype):
 
 
 def probe_seconds(direction: str, impl: str, x_shape: tuple[int, ...], cout: int, dtype) -> float:
-    """Median seconds of `REPEATS` calls of one direction by one implementation, after compiling and a warm-up."""
+    """Fastest of at least `REPEATS` calls (and PROBE_SECONDS) of one direction by one implementation, after
+    compiling and `WARMUP` calls.
+
+    The minimum, not the median: interference (another process, a page fault in a fresh buffer) only adds
+    time, and three calls' median still moved by up to 4x between probes of one problem (2026-12-07).
+    """
     with jax.ensure_compile_time_eval():  # called while a model is traced: run now, do not stage into the trace
         f, args = _problem(direction, impl, x_shape, cout, dtype)
-        jax.block_until_ready(f(*args))
-        times = []
-        for _ in range(REPEATS):
+        for _ in range(WARMUP):
+            jax.block_until_ready(f(*args))
+        times: list[float] = []
+        while len(times) < REPEATS or (sum(times) < PROBE_SECONDS and len(times) < MAX_REPEATS):
             t0 = time.perf_counter()
             jax.block_until_ready(f(*args))
             times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return min(times)
 
 
 def read_cache(path: pathlib.Path) -> dict:

@@ -36,6 +36,8 @@ def conv_forward(impl: str, x: jax.Array, w: jax.Array) -> jax.Array:
 
 def conv_input_gradient(impl: str, dy: jax.Array, w: jax.Array) -> jax.Array:
     """dL/dx of conv(x, w) given dy: the forward 'same' conv of dy with the transposed kernel, by one implementation."""
+    if impl == "native":
+        return native_conv.input_gradient(dy, w)  # transposes the kernel itself
     return conv_forward(impl, dy, transposed_kernel(w))
 
 

@@ -41,7 +41,8 @@ SOURCE = pathlib.Path(__file__).with_name("conv3x3_cpu.cc")
 DIR_ENV_VAR = "JAXSR_NATIVE_DIR"
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
 # jax.ffi target name -> the handler symbol in conv3x3_cpu.cc
-TARGETS = {"jaxsr_conv3x3_forward": "Conv3x3Forward", "jaxsr_conv3x3_weight_gradient": "Conv3x3WeightGradient"}
+TARGETS = {"jaxsr_conv3x3_forward": "Conv3x3Forward", "jaxsr_conv3x3_input_gradient": "Conv3x3InputGradient",
+           "jaxsr_conv3x3_weight_gradient": "Conv3x3WeightGradient"}
 
 _loaded: dict[str, object] = {}  # "library": the ctypes.CDLL once registered, or "error": why it is unavailable
 
@@ -143,22 +144,31 @@ def _check(x: jax.Array, other: jax.Array) -> None:
         raise NativeUnavailable(f"conv_impl=native computes in float32, not {x.dtype}/{other.dtype} (model.dtype)")
 
 
-@jax.custom_batching.custom_vmap
-def forward(x: jax.Array, w: jax.Array) -> jax.Array:
-    """The 3x3 'same' stride-1 conv of x (NHWC) with w (HWIO), float32."""
-    _check(x, w)
-    load()
-    out = jax.ShapeDtypeStruct(x.shape[:-1] + (w.shape[-1],), jnp.float32)
-    return jax.ffi.ffi_call("jaxsr_conv3x3_forward", out)(x, w)
+def _image_conv(target: str, doc: str):
+    """forward(x, w) or input_gradient(dy, w) by `target`: images in, images out, one kernel for all of them."""
+
+    @jax.custom_batching.custom_vmap
+    def conv(x: jax.Array, w: jax.Array) -> jax.Array:
+        _check(x, w)
+        load()
+        channels = w.shape[-1] if target == "jaxsr_conv3x3_forward" else w.shape[-2]
+        return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(x.shape[:-1] + (channels,), jnp.float32))(x, w)
+
+    @conv.def_vmap
+    def _vmap(axis_size, in_batched, x, w):
+        if in_batched == [True, False]:  # one kernel for every image: fold the mapped axis into the batch
+            y = conv(x.reshape(-1, *x.shape[2:]), w)
+            return y.reshape(axis_size, -1, *y.shape[1:]), True
+        x, w = (a if b else jnp.broadcast_to(a, (axis_size, *a.shape)) for a, b in zip((x, w), in_batched))
+        return jax.lax.map(lambda a: conv(*a), (x, w)), True
+
+    conv.__doc__ = doc
+    return conv
 
 
-@forward.def_vmap
-def _forward_vmap(axis_size, in_batched, x, w):
-    if in_batched == [True, False]:  # one kernel for every image: fold the mapped axis into the batch
-        y = forward(x.reshape(-1, *x.shape[2:]), w)
-        return y.reshape(axis_size, -1, *y.shape[1:]), True
-    x, w = (a if b else jnp.broadcast_to(a, (axis_size, *a.shape)) for a, b in zip((x, w), in_batched))
-    return jax.lax.map(lambda a: forward(*a), (x, w)), True
+forward = _image_conv("jaxsr_conv3x3_forward", "The 3x3 'same' stride-1 conv of x (NHWC) with w (HWIO), float32.")
+input_gradient = _image_conv("jaxsr_conv3x3_input_gradient",
+                             "dL/dx (NHWC) of the conv of x with w (HWIO) given dy = dL/dconv, float32.")
 
 
 @jax.custom_batching.custom_vmap
