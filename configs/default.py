@@ -53,8 +53,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.negative_slope = 0.01  # leaky ReLU
     c.model.batch_norm = True
     # How each 3x3 conv is computed (jaxsr.models.conv_choice): "lax" (XLA's convolution), "winograd2" or
-    # "winograd4" (Winograd F(2x2,3x3) / F(4x4,3x3), fewer multiplies), or "auto": per layer shape and
-    # direction the fastest of them, timed once on this machine and remembered in a cache file.
+    # "winograd4" (Winograd F(2x2,3x3) / F(4x4,3x3), fewer multiplies), "native" (jaxsr's own CPU kernels,
+    # compiled on first use; float32, one CPU device), or "auto": per layer shape and direction the fastest
+    # of them, timed once on this machine and remembered in a cache file.
     c.model.conv_impl = "auto"
 
     c.inference = ml_collections.ConfigDict()

@@ -8,7 +8,8 @@
 //   weight gradient: dw[tap][i][j] += x[p + tap - 1][i] * dy[p][j], a tile of CB input channels
 //     (broadcast) x NV vectors of output channels, accumulated over a chunk of image rows held in L2;
 //   forward: y[p][j] = sum_tap sum_i x[p + tap - 1][i] * w[tap][i][j], a tile of PB pixels x NV
-//     vectors of output channels, accumulated over taps and input channels.
+//     vectors of output channels, accumulated over taps and input channels; the input gradient is the
+//     forward conv of dy with the kernel flipped in space and its channels swapped.
 // Work is split over image rows and run on XLA's own intra-op thread pool (ffi::ThreadPool): the
 // calling thread takes chunks too, so the call finishes even when no pool thread is free. The weight
 // gradient sums a fixed number of row groups, each in its own buffer, in a fixed order: the result does
@@ -284,9 +285,13 @@ static ffi::Error ConvDxImpl(ffi::ThreadPool pool, Image dy, Image w, Image4 dx)
     return ffi::Error::InvalidArgument("conv3x3 input gradient: dy, w and dx shapes do not match");
   auto wt = std::make_shared<std::vector<float>>(9 * c * k);
   const float* src = w.typed_data();
+  constexpr int64_t B = 16;  // square blocks: both the reads and the writes stay within a few cache lines
   for (int64_t t = 0; t < 9; ++t)
-    for (int64_t ci = 0; ci < c; ++ci)
-      for (int64_t ki = 0; ki < k; ++ki) (*wt)[(t * k + ki) * c + ci] = src[((8 - t) * c + ci) * k + ki];
+    for (int64_t c0 = 0; c0 < c; c0 += B)
+      for (int64_t k0 = 0; k0 < k; k0 += B)
+        for (int64_t ki = k0; ki < std::min(k, k0 + B); ++ki)
+          for (int64_t ci = c0; ci < std::min(c, c0 + B); ++ci)
+            (*wt)[(t * k + ki) * c + ci] = src[((8 - t) * c + ci) * k + ki];
   forward(pool, dy.typed_data(), wt->data(), dx->typed_data(), gd[0], gd[1], gd[2], k, c, wt);
   return ffi::Error::Success();
 }
