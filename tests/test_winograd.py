@@ -269,8 +269,13 @@ def test_probe_runs_while_a_model_is_traced(tmp_path, monkeypatch):
     x, w = jnp.ones((1, 8, 8, 2)), jnp.ones((3, 3, 2, 2))
     y = jax.jit(lambda a, b: conv_choice.conv("auto", a, b))(x, w)
     np.testing.assert_allclose(y, winograd.lax_conv(x, w), rtol=1e-5)
-    seconds = [e["seconds"] for e in json.loads((tmp_path / "choice.json").read_text()).values()]
-    assert len(seconds) == 2 and all(set(s) == set(conv_choice.candidates(jnp.float32)) and min(s.values()) > 0 for s in seconds)
+    table = json.loads((tmp_path / "choice.json").read_text())
+    assert [k.split("/")[3] for k in table] == ["fwd"]  # inference times the forward only
+    jax.jit(jax.grad(lambda a, b: conv_choice.conv("auto", a, b).sum(), argnums=(0, 1)))(x, w)
+    table = json.loads((tmp_path / "choice.json").read_text())
+    assert sorted(k.split("/")[3] for k in table) == ["dw", "fwd"]  # the input gradient's problem is that same forward
+    seconds = [e["seconds"] for e in table.values()]
+    assert all(set(s) == set(conv_choice.candidates(jnp.float32)) and min(s.values()) > 0 for s in seconds)
 
 
 # -- the model and its config -----------------------------------------------------------------------------------------

@@ -150,11 +150,16 @@ def candidates(dtype) -> tuple[str, ...]:
     return tuple(impl for impl in IMPLS if impl != "native" or native)
 
 
+def probed(x_shape: tuple[int, ...], cout: int, dtype) -> bool:
+    """Whether 'auto' times this problem at all (else it is lax: module docstring)."""
+    n, h, w, cin = x_shape
+    return (jnp.dtype(dtype).name in PROBED_DTYPES and 2 * n * h * w * 9 * cin * cout >= MIN_PROBE_FLOPS
+            and jax.process_count() == 1)
+
+
 def choose(direction: str, x_shape: tuple[int, ...], cout: int, dtype) -> str:
     """The fastest implementation of one 'fwd' or 'dw' problem: from this process, the cache file, or timed now."""
-    n, h, w, cin = x_shape
-    if (jnp.dtype(dtype).name not in PROBED_DTYPES or 2 * n * h * w * 9 * cin * cout < MIN_PROBE_FLOPS
-            or jax.process_count() > 1):
+    if not probed(x_shape, cout, dtype):
         return "lax"
     key = cache_key(direction, x_shape, cout, dtype)
     if key in _memo:
@@ -177,21 +182,42 @@ def check_name(conv_impl: str) -> None:
         raise ValueError(f"conv_impl={conv_impl!r}: expected one of {', '.join(CHOICES)}")
 
 
+@dataclasses.dataclass(frozen=True)
+class Chosen:
+    """conv_impl='auto''s (forward, input gradient, weight gradient) for one problem, each chosen when first asked.
+
+    conv_impls.conv3x3 asks for [0] when the forward is traced and for [1] and [2] only when its gradient is:
+    inference never times (or compiles) the gradient directions. Frozen, hence hashable: a custom_vjp static.
+    """
+
+    x_shape: tuple[int, ...]
+    cout: int
+    dtype: str
+
+    def __getitem__(self, direction: int) -> str:
+        n, h, w, cin = self.x_shape
+        if direction == 1:  # the input gradient: the forward conv of the transposed problem
+            return choose("fwd", (n, h, w, self.cout), cin, self.dtype)
+        return choose(("fwd", None, "dw")[direction], self.x_shape, self.cout, self.dtype)
+
+
 def resolve(conv_impl: str, x_shape: tuple[int, ...], cout: int, dtype) -> tuple[str, str, str]:
-    """(forward, input gradient, weight gradient) implementations for `model.conv_impl`."""
+    """(forward, input gradient, weight gradient) implementations for `model.conv_impl`, all chosen now."""
     check_name(conv_impl)
     if conv_impl != "auto":
         return (conv_impl,) * 3
-    n, h, w, cin = x_shape
-    return (choose("fwd", x_shape, cout, dtype), choose("fwd", (n, h, w, cout), cin, dtype),
-            choose("dw", x_shape, cout, dtype))
+    chosen = Chosen(tuple(x_shape), cout, jnp.dtype(dtype).name)
+    return chosen[0], chosen[1], chosen[2]
 
 
 def conv(conv_impl: str, x: jax.Array, w: jax.Array) -> jax.Array:
     """The 3x3 'same' stride-1 conv of x (NHWC) and w (HWIO) by `conv_impl`; plain lax when every direction is lax."""
-    impls = resolve(conv_impl, x.shape, w.shape[-1], x.dtype)
-    if impls == ("lax",) * 3:
+    check_name(conv_impl)
+    cout = w.shape[-1]
+    if conv_impl == "lax" or (conv_impl == "auto" and not (probed(x.shape, cout, x.dtype)
+                                                            or probed((*x.shape[:3], cout), x.shape[-1], x.dtype))):
         return winograd.lax_conv(x, w)  # jax's own autodiff: the exact program of before conv_impl existed
+    impls = (conv_impl,) * 3 if conv_impl != "auto" else Chosen(tuple(x.shape), cout, jnp.dtype(x.dtype).name)
     return conv_impls.conv3x3(impls, x, w)
 
 

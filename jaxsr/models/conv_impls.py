@@ -54,8 +54,9 @@ def conv_weight_gradient(impl: str, x: jax.Array, dy: jax.Array, w_shape) -> jax
 def conv3x3(impls: tuple[str, str, str], x: jax.Array, w: jax.Array) -> jax.Array:
     """The 3x3 'same' conv of x (NHWC) with w (HWIO), each direction by its own implementation.
 
-    `impls` = (forward, input gradient, weight gradient), each one of IMPLS. x and w must have one
-    dtype (float32, bfloat16 or float64; 'native' float32 only), as for lax.conv_general_dilated.
+    `impls` = (forward, input gradient, weight gradient), each one of IMPLS, or any hashable that gives them
+    by index (conv_choice.Chosen, which times a direction only when it is first asked for). x and w must
+    have one dtype (float32, bfloat16 or float64; 'native' float32 only), as for lax.conv_general_dilated.
     """
     return conv_forward(impls[0], x, w)
 
