@@ -12,6 +12,7 @@ a single input channel, pixel blocks inside the row and at its edges (widths 1 t
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
 
@@ -166,3 +167,27 @@ def test_the_library_is_named_by_what_decides_the_binary(monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(native_conv, "FLAGS", native_conv.FLAGS + ("-DX",))
     assert native_conv.library_path(cxx) != path and native_conv.library_path(cxx).parent == path.parent
+
+
+_OTHER_ISA = """
+import sys
+from jaxsr.models import native_conv
+native_conv.FLAGS = native_conv.FLAGS + tuple(sys.argv[1:])
+import tests.test_native_conv as t
+for shape, cout in t.SHAPES:
+    t.test_every_direction_within_the_direct_bound_of_float64_lax(shape, cout)
+t.test_vmap_and_repeated_calls_give_the_per_call_results_bit_for_bit()
+print("ok", native_conv.library_path(native_conv.compiler()).name)
+"""
+
+
+@needs_compiler
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 vector widths")
+def test_the_avx2_kernels_too(tmp_path):
+    """This machine's -march=native may pick AVX-512 (16-wide vectors); a CPU without it runs the 8-wide tiles:
+    built here with AVX-512 switched off, in a process of its own, they must pass the same checks."""
+    env = dict(os.environ, JAXSR_NATIVE_DIR=str(tmp_path), JAX_PLATFORMS="cpu")
+    done = subprocess.run([sys.executable, "-c", _OTHER_ISA, "-mno-avx512f"], env=env, capture_output=True, text=True,
+                          timeout=600, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("ok conv3x3_cpu-")
