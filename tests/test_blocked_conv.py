@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from benchmarks import blocked_conv
-from tests.test_winograd import U32, U64, _case, _reference, direct_term_counts, gamma
+from tests.test_winograd import _case, _reference, direct_float32_bounds
 
 # channels below, at and across a block; a 1-row image; an odd width
 SHAPES = [((2, 8, 8, 3), 5), ((3, 7, 13, 8), 8), ((1, 1, 3, 9), 1), ((2, 6, 5, 16), 17)]
@@ -31,16 +31,11 @@ def _blocked_all(x, w, dy):
             blocked_conv.kernel_from_blocked(blocked_conv.weight_gradient(xb, gb), cin, cout))
 
 
-def _float32_bounds(x, w, own):
-    """lax's float64 bounds gamma_k(u64) · P (test_winograd._reference, same k) rescaled to gamma_k(u32) · P."""
-    return [o * (gamma(k, U32) / gamma(k, U64)) for k, o in zip(direct_term_counts(x.shape, w.shape), own)]
-
-
 @pytest.mark.parametrize("shape,cout", SHAPES)
 def test_float32_within_the_dot_product_bound_of_float64_lax(shape, cout):
     x, w, dy = (a.astype(np.float32).astype(np.float64) for a in _case(shape, cout))
     ref, own = _reference(x, w, dy)
-    bounds = _float32_bounds(x, w, own)
+    bounds = direct_float32_bounds(x.shape, w.shape, own)
     got = _blocked_all(*(jnp.asarray(a, jnp.float32) for a in (x, w, dy)))
     for name, g, r, b, o in zip(("fwd", "dx", "dw"), got, ref, bounds, own):
         assert g.shape == r.shape and g.dtype == jnp.float32, name
@@ -72,7 +67,7 @@ def test_layout_round_trips_and_pads_with_zeros():
 def test_the_bound_catches_a_swapped_tap():
     x, w, dy = (a.astype(np.float32).astype(np.float64) for a in _case((2, 8, 8, 3), 5))
     ref, own = _reference(x, w, dy)
-    bounds = _float32_bounds(x, w, own)
+    bounds = direct_float32_bounds(x.shape, w.shape, own)
     swapped = w.copy()
     swapped[0, 0], swapped[0, 1] = w[0, 1], w[0, 0]
     y_wrong = np.asarray(_blocked_all(*(jnp.asarray(a, jnp.float32) for a in (x, swapped, dy)))[0], np.float64)

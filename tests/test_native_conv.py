@@ -3,7 +3,7 @@
 Tolerance: the kernels compute each output entry as a plain sum of products (fwd: 9*cin terms, dx: 9*cout,
 dW: N*H*W, in row-group partial sums), so the computed value lies within gamma_k(u32) * the same sum on
 absolute values of the exact one, k one more than the terms (Higham, Sec. 3.1), in any order, with or without
-FMA: test_winograd.direct_term_counts, the bound test_blocked_conv uses for the same reason. The reference is
+FMA: test_winograd.direct_float32_bounds, which test_blocked_conv uses for the same reason. The reference is
 lax in float64 with its own bound added. The shapes reach every code path of the kernels on AVX2 and AVX-512
 (vector widths 8 and 16): output channels as two vectors, one vector and a scalar tail (1, 5, 17, 33, 40),
 a single input channel, pixel blocks inside the row and at its edges (widths 1 to 21), one-row images.
@@ -25,7 +25,7 @@ from flax import nnx
 from jaxsr.config import load_config
 from jaxsr.models import conv_choice, conv_impls, native_conv
 from jaxsr.models.autoencoder import AutoEncoder
-from tests.test_winograd import U32, U64, _case, _reference, direct_term_counts, gamma
+from tests.test_winograd import _case, _reference, direct_float32_bounds
 
 needs_compiler = pytest.mark.skipif(native_conv.compiler() is None, reason="no C++ compiler on this machine")
 SHAPES = [((2, 8, 8, 3), 5), ((3, 7, 13, 4), 1), ((1, 1, 3, 1), 2), ((2, 9, 21, 40), 33), ((1, 5, 19, 1), 40),
@@ -45,8 +45,8 @@ def test_every_direction_within_the_direct_bound_of_float64_lax(shape, cout):
     x, w, dy = (a.astype(np.float32).astype(np.float64) for a in _case(shape, cout))
     ref, own = _reference(x, w, dy)
     got = _native_all(*(jnp.asarray(a, jnp.float32) for a in (x, w, dy)))
-    for name, g, r, o, k in zip(("fwd", "dx", "dw"), got, ref, own, direct_term_counts(x.shape, w.shape)):
-        bound = o * (gamma(k, U32) / gamma(k, U64)) + o  # gamma_k(u32) * P, P = o / gamma_k(u64); plus lax's own
+    for name, g, r, o, b in zip(("fwd", "dx", "dw"), got, ref, own, direct_float32_bounds(x.shape, w.shape, own)):
+        bound = b + o  # plus lax's own float64 error
         assert g.shape == r.shape and g.dtype == jnp.float32, name
         assert np.all(np.abs(np.asarray(g, np.float64) - r) <= bound), (name, np.max(np.abs(g - r) - bound))
 
@@ -56,7 +56,7 @@ def test_the_bound_catches_a_wrong_tap():
     """Two kernel taps swapped, or a weight-gradient entry moved: far outside the same bound."""
     x, w, dy = (a.astype(np.float32).astype(np.float64) for a in _case((2, 9, 21, 40), 33))
     ref, own = _reference(x, w, dy)
-    bound = [o * (gamma(k, U32) / gamma(k, U64)) + o for o, k in zip(own, direct_term_counts(x.shape, w.shape))]
+    bound = [b + o for b, o in zip(direct_float32_bounds(x.shape, w.shape, own), own)]
     swapped = w.copy()
     swapped[0, 0], swapped[0, 1] = w[0, 1], w[0, 0]
     y = np.asarray(native_conv.forward(jnp.asarray(x, jnp.float32), jnp.asarray(swapped, jnp.float32)), np.float64)

@@ -73,6 +73,12 @@ def direct_term_counts(x_shape, w_shape) -> tuple[int, int, int]:
     return 9 * cin + 1, 9 * cout + 1, n * h * wd + 1
 
 
+def direct_float32_bounds(x_shape, w_shape, own):
+    """gamma_k(u32) · P for the direct conv's three directions, from lax's float64 bounds gamma_k(u64) · P
+    (`_reference`'s `own`, same k)."""
+    return [o * (gamma(k, U32) / gamma(k, U64)) for k, o in zip(direct_term_counts(x_shape, w_shape), own)]
+
+
 def _reference(x, w, dy):
     """lax's forward, input gradient and weight gradient in float64, and its own error bounds."""
     with jax.enable_x64():

@@ -10,8 +10,7 @@
 //   forward: y[p][j] = sum_tap sum_i x[p + tap - 1][i] * w[tap][i][j], a tile of PB pixels x NV
 //     vectors of output channels, accumulated over taps and input channels; the input gradient is the
 //     forward conv of dy with the kernel flipped in space and its channels swapped.
-// Work is split over image rows and run on XLA's own intra-op thread pool (ffi::ThreadPool): the
-// calling thread takes chunks too, so the call finishes even when no pool thread is free. The weight
+// Work is split over image rows and run on XLA's own intra-op thread pool (parallel_units). The weight
 // gradient sums a fixed number of row groups, each in its own buffer, in a fixed order: the result does
 // not depend on which thread ran which group.
 #include <algorithm>
@@ -34,6 +33,29 @@ typedef float vec __attribute__((vector_size(VW * 4), aligned(4)));
 
 static inline vec load(const float* p) { vec v; std::memcpy(&v, p, sizeof(v)); return v; }
 static inline void store(float* p, vec v) { std::memcpy(p, &v, sizeof(v)); }
+
+// Runs body(0), ..., body(units - 1), each once, on the calling thread and on up to num_threads - 1 tasks of
+// XLA's pool, and returns when all are done. The caller takes units too, so this finishes even when no pool
+// thread is free; a task that starts after the last unit was taken touches only the shared counters.
+template <typename Body>
+static void parallel_units(ffi::ThreadPool& pool, int64_t units, Body body) {
+  struct State {
+    std::atomic<int64_t> next{0}, done{0};
+    Body body;
+    explicit State(Body b) : body(std::move(b)) {}
+  };
+  auto state = std::make_shared<State>(std::move(body));
+  auto work = [state, units]() {
+    for (int64_t i; (i = state->next.fetch_add(1)) < units;) {
+      state->body(i);
+      state->done.fetch_add(1, std::memory_order_release);
+    }
+  };
+  const int64_t helpers = std::min<int64_t>(std::max<int64_t>(pool.num_threads(), 1), units) - 1;
+  for (int64_t i = 0; i < helpers; ++i) pool.Schedule([work]() { work(); });
+  work();
+  while (state->done.load(std::memory_order_acquire) < units) std::this_thread::yield();
+}
 
 // ---- weight gradient
 struct Problem {
@@ -108,11 +130,6 @@ static void rows(const Problem& P, float* out, int64_t r0, int64_t r1) {
   }
 }
 
-struct Shared {
-  std::vector<std::vector<float>> partial;
-  std::atomic<int64_t> next{0}, done{0};
-};
-
 using Image = ffi::Buffer<ffi::F32, 4>;
 using Image4 = ffi::ResultBuffer<ffi::F32, 4>;
 
@@ -127,20 +144,13 @@ static ffi::Error ConvDwImpl(ffi::ThreadPool pool, Image x, Image dy, Image4 dw)
                    : Problem{x.typed_data(), dy.typed_data(), n, h, w, c, k, +1};
   const int64_t total_rows = n * h, size = 9 * c * k;
   const int64_t groups = std::max<int64_t>(1, std::min<int64_t>(std::max<int64_t>(pool.num_threads(), 1), total_rows));
-  auto sh = std::make_shared<Shared>();
-  sh->partial.assign(groups, std::vector<float>(size, 0.0f));
-  auto work = [sh, P, total_rows, groups]() {
-    for (int64_t g; (g = sh->next.fetch_add(1)) < groups;) {
-      rows(P, sh->partial[g].data(), total_rows * g / groups, total_rows * (g + 1) / groups);
-      sh->done.fetch_add(1, std::memory_order_release);
-    }
-  };
-  for (int64_t i = 1; i < groups; ++i) pool.Schedule([work]() { work(); });
-  work();
-  while (sh->done.load(std::memory_order_acquire) < groups) std::this_thread::yield();
+  auto partial = std::make_shared<std::vector<std::vector<float>>>(groups, std::vector<float>(size, 0.0f));
+  parallel_units(pool, groups, [partial, P, total_rows, groups](int64_t g) {
+    rows(P, (*partial)[g].data(), total_rows * g / groups, total_rows * (g + 1) / groups);
+  });
   float* out = dw->typed_data();
   std::vector<float> sum(size, 0.0f);
-  for (int64_t g = 0; g < groups; ++g) for (int64_t i = 0; i < size; ++i) sum[i] += sh->partial[g][i];
+  for (int64_t g = 0; g < groups; ++g) for (int64_t i = 0; i < size; ++i) sum[i] += (*partial)[g][i];
   if (!swap) std::memcpy(out, sum.data(), size * 4);
   else  // sum is [tap][k][c]: write [tap][c][k]
     for (int t = 0; t < 9; ++t) for (int64_t ci = 0; ci < c; ++ci) for (int64_t ki = 0; ki < k; ++ki)
@@ -239,10 +249,8 @@ static void fwd_row(const Fwd& F, int64_t r) {
   for (; j < F.k; ++j) fwd_scalar(F, img, y, j);
 }
 
-struct Counter { std::atomic<int64_t> next{0}, done{0}; };
-
 // the forward conv of x [n, h, w, c] with w [3, 3, c, k] into out [n, h, w, k]; `keep` holds what w points
-// into when it is not an argument of the call (tasks that start late only read the counter)
+// into when it is not an argument of the call
 static void forward(ffi::ThreadPool& pool, const float* x, const float* w, float* out, int64_t n, int64_t h,
                     int64_t wd, int64_t c, int64_t k, std::shared_ptr<std::vector<float>> keep) {
   auto zeros = std::make_shared<std::vector<float>>(c, 0.0f);
@@ -253,19 +261,10 @@ static void forward(ffi::ThreadPool& pool, const float* x, const float* w, float
       for (int64_t ci = 0; ci < c; ++ci) (*w_tail)[((j - k0) * 9 + t) * c + ci] = w[(t * c + ci) * k + j];
   Fwd F{x, w, out, n, h, wd, c, k, zeros->data(), w_tail->data()};
   const int64_t total = n * h;
-  const int64_t threads = std::max<int64_t>(pool.num_threads(), 1);
-  const int64_t chunk = std::max<int64_t>(1, total / (4 * threads));
-  const int64_t chunks = (total + chunk - 1) / chunk;
-  auto cnt = std::make_shared<Counter>();
-  auto work = [cnt, zeros, w_tail, keep, F, total, chunk, chunks]() {
-    for (int64_t i; (i = cnt->next.fetch_add(1)) < chunks;) {
-      for (int64_t r = i * chunk; r < std::min(total, (i + 1) * chunk); ++r) fwd_row(F, r);
-      cnt->done.fetch_add(1, std::memory_order_release);
-    }
-  };
-  for (int64_t i = 1; i < std::min(threads, chunks); ++i) pool.Schedule([work]() { work(); });
-  work();
-  while (cnt->done.load(std::memory_order_acquire) < chunks) std::this_thread::yield();
+  const int64_t chunk = std::max<int64_t>(1, total / (4 * std::max<int64_t>(pool.num_threads(), 1)));
+  parallel_units(pool, (total + chunk - 1) / chunk, [zeros, w_tail, keep, F, total, chunk](int64_t i) {
+    for (int64_t r = i * chunk; r < std::min(total, (i + 1) * chunk); ++r) fwd_row(F, r);
+  });
 }
 
 static ffi::Error ConvFwdImpl(ffi::ThreadPool pool, Image x, Image w, Image4 out) {

@@ -214,8 +214,8 @@ def conv(conv_impl: str, x: jax.Array, w: jax.Array) -> jax.Array:
     """The 3x3 'same' stride-1 conv of x (NHWC) and w (HWIO) by `conv_impl`; plain lax when every direction is lax."""
     check_name(conv_impl)
     cout = w.shape[-1]
-    if conv_impl == "lax" or (conv_impl == "auto" and not (probed(x.shape, cout, x.dtype)
-                                                            or probed((*x.shape[:3], cout), x.shape[-1], x.dtype))):
+    # the transposed problem (the input gradient's) has the same FLOPs, so this one decides for all three
+    if conv_impl == "lax" or (conv_impl == "auto" and not probed(x.shape, cout, x.dtype)):
         return winograd.lax_conv(x, w)  # jax's own autodiff: the exact program of before conv_impl existed
     impls = (conv_impl,) * 3 if conv_impl != "auto" else Chosen(tuple(x.shape), cout, jnp.dtype(x.dtype).name)
     return conv_impls.conv3x3(impls, x, w)

@@ -144,6 +144,12 @@ def _check(x: jax.Array, other: jax.Array) -> None:
         raise NativeUnavailable(f"conv_impl=native computes in float32, not {x.dtype}/{other.dtype} (model.dtype)")
 
 
+def _map_each(f, axis_size: int, in_batched, a: jax.Array, b: jax.Array) -> tuple[jax.Array, bool]:
+    """A custom_vmap rule's fallback: f on each mapped entry in turn, an unmapped operand broadcast to the axis."""
+    a, b = (v if batched else jnp.broadcast_to(v, (axis_size, *v.shape)) for v, batched in zip((a, b), in_batched))
+    return jax.lax.map(lambda pair: f(*pair), (a, b)), True
+
+
 def _image_conv(target: str, doc: str):
     """forward(x, w) or input_gradient(dy, w) by `target`: images in, images out, one kernel for all of them."""
 
@@ -159,8 +165,7 @@ def _image_conv(target: str, doc: str):
         if in_batched == [True, False]:  # one kernel for every image: fold the mapped axis into the batch
             y = conv(x.reshape(-1, *x.shape[2:]), w)
             return y.reshape(axis_size, -1, *y.shape[1:]), True
-        x, w = (a if b else jnp.broadcast_to(a, (axis_size, *a.shape)) for a, b in zip((x, w), in_batched))
-        return jax.lax.map(lambda a: conv(*a), (x, w)), True
+        return _map_each(conv, axis_size, in_batched, x, w)
 
     conv.__doc__ = doc
     return conv
@@ -182,6 +187,4 @@ def weight_gradient(x: jax.Array, dy: jax.Array) -> jax.Array:
 
 @weight_gradient.def_vmap
 def _weight_gradient_vmap(axis_size, in_batched, x, dy):
-    # one gradient per mapped entry: each is its own sum over its images
-    x, dy = (a if b else jnp.broadcast_to(a, (axis_size, *a.shape)) for a, b in zip((x, dy), in_batched))
-    return jax.lax.map(lambda a: weight_gradient(*a), (x, dy)), True
+    return _map_each(weight_gradient, axis_size, in_batched, x, dy)  # each mapped entry sums over its own images
