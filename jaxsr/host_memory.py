@@ -3,8 +3,7 @@
 XLA:CPU allocates one temporary buffer per execution of a program (303 MB for the paper network's
 training step at batch 8) with malloc, and frees it at the end. glibc serves requests that large
 with a fresh mmap and returns them with munmap, so every step first-touches every page again: 74,000
-page faults and 0.15 s of kernel time per step on 2 cores, about 15 % of the step (measured
-2026-12-07, benchmarks/README.md). With mmap switched off, one malloc arena and no trimming, the
+page faults and 0.15 s of kernel time per step on 2 cores (measured 2026-12-07, benchmarks/README.md). With mmap switched off, one malloc arena and no trimming, the
 freed buffer stays in the heap and the next step reuses it: no page faults at all.
 
 The cost: the process's resident memory stays at its peak instead of shrinking between steps, and
